@@ -1,0 +1,45 @@
+# nova-live-snapshot: `make demo` and `make test` work on a fresh Debian 12
+# machine as root; each sets up what it needs first (packages, libvirtd, the
+# virtualenv in .venv, the test guest).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
+GUEST_DIR := $(NLS_CACHE_DIR)/guest
+PYTEST_ARGS ?=
+
+.PHONY: all demo test unit live host guest venv clean distclean
+
+all: test
+
+host:
+	tools/setup-host.sh
+
+guest: host
+	tools/build-test-guest.sh $(GUEST_DIR) >/dev/null
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt setup.cfg | host
+	tools/make-venv.sh $(VENV)
+	touch $@
+
+demo: venv guest
+	$(VENV)/bin/nova-live-snapshot demo
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+live: venv guest
+	$(PY) -m pytest -m live tests/live $(PYTEST_ARGS)
+
+test: venv guest
+	$(PY) -m pytest -ra tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,268 @@
+"""Capture a running domain into a live image.
+
+Two modes (``[live_snapshot] capture_mode``):
+
+``live`` (default)
+    One libvirt external snapshot of memory and disks with the LIVE and ATOMIC
+    flags. QEMU migrates RAM to the memory file while the guest runs and
+    stops the vCPUs only for the last pass and the disk switch-over; the
+    source then continues on new overlays and its previous disk images become
+    read-only: the memory file and those images are a point-in-time pair.
+
+``save``
+    ``virDomainSave`` (the guest stops), new overlays on the saved disks,
+    restore of the source onto them. Simple and what the original design
+    named, but the source is stopped for seconds.
+
+Either way the frozen chain is then flattened into the image's own
+``disk.qcow2`` while the source runs, the memory file is moved (from tmpfs
+staging) into the image with its SHA-256 computed on the way, and the image
+is published atomically (:class:`nova_live_snapshot.liveimage.ImageWriter`).
+On any failure the source keeps running and nothing of the image remains.
+"""
+
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import time
+
+from lxml import etree
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import liveimage
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['capture', 'CaptureResult']
+
+_MIB = 1024 * 1024
+# Headroom above guest RAM for the save-image header and QEMU's device state.
+_MEMORY_MARGIN_MIB = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureResult:
+    image: liveimage.LiveImage
+    pause_ms: float
+    duration_s: float
+    memory_staged: bool
+    source_overlays: dict   # {target dev: the overlay the source now runs on}
+
+
+def _free_mib(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize // _MIB
+
+
+def _overlay_name(current, image_id):
+    stem, _ = os.path.splitext(current)
+    return '%s.ls-%s.qcow2' % (stem, image_id[:8])
+
+
+def _run(cmd):
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        raise exception.LiveSnapshotError(
+            '%s failed: %s' % (' '.join(cmd[:2]), e.stderr.strip())) from None
+
+
+def _plan_memory(conf, writer, memory_mib):
+    """Decide where libvirt writes the memory file; check the space first.
+
+    :returns: ``(path, staged)``
+    :raises InsufficientSpace:
+    """
+    needed = memory_mib + _MEMORY_MARGIN_MIB
+    policy = conf.memory_staging
+    if policy != 'never':
+        os.makedirs(conf.staging_dir, mode=0o700, exist_ok=True)
+        free = _free_mib(conf.staging_dir)
+        if free >= needed:
+            stage = os.path.join(conf.staging_dir, writer.id)
+            os.mkdir(stage, 0o700)
+            return os.path.join(stage, liveimage.MEMORY), True
+        if policy == 'always':
+            raise exception.InsufficientSpace(
+                path=conf.staging_dir, free_mib=free, needed_mib=needed,
+                what='the memory file', option='[live_snapshot] staging_dir')
+        LOG.info('Staging directory %s has %d MiB free, %d MiB needed: '
+                 'writing the memory file to %s directly',
+                 conf.staging_dir, free, needed, writer.path)
+    return writer.memory_path, False
+
+
+def _check_image_space(conf, writer, memory_mib, disk_estimate_mib):
+    needed = memory_mib + _MEMORY_MARGIN_MIB + disk_estimate_mib
+    free = _free_mib(writer.path)
+    if free < needed:
+        raise exception.InsufficientSpace(
+            path=conf.image_dir, free_mib=free, needed_mib=needed,
+            what='the live image', option='[live_snapshot] image_dir')
+
+
+def _chain_bytes(path):
+    """Bytes allocated by an image and its backing chain (an upper bound for
+    a flattened copy of it)."""
+    return sum(layer.get('actual-size', 0)
+               for layer in liveimage.qemu_img_info(path, chain=True))
+
+
+def _snapshot_live(host, guest, memory_path, overlays):
+    with host.pause_window(guest) as window:
+        guest.snapshot_live(memory_path, overlays)
+    return window.pause_ms
+
+
+def _snapshot_save(host, guest, memory_path, overlays, frozen):
+    """virDomainSave, new overlays, restore; bring the source back whatever
+    fails after the save."""
+    persistent = guest.is_persistent()
+    started = time.monotonic()
+    guest.save(memory_path)
+    try:
+        for dev, overlay in overlays.items():
+            _run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2',
+                  '-b', frozen[dev], overlay])
+        root = domainxml.parse(host.save_image_xml(memory_path),
+                               'save image of %s' % guest.name)
+        for disk in root.findall("devices/disk[@type='file']"):
+            dev = disk.find('target').get('dev')
+            if dev in overlays:
+                disk.find('source').set('file', overlays[dev])
+                driver = disk.find('driver')
+                if driver is not None:
+                    driver.set('type', 'qcow2')
+                # libvirt re-probes the chain from the new overlay.
+                for backing in disk.findall('backingStore'):
+                    disk.remove(backing)
+        new_xml = etree.tostring(root, encoding='unicode')
+        host.restore_with_xml(memory_path, new_xml)
+    except Exception:
+        # The source is stopped: bring it back on its original disks, which
+        # nothing has written since the save.
+        LOG.exception('Save-mode capture of %s failed; restoring the source '
+                      'on its original disks', guest.name)
+        host.restore(memory_path)
+        for overlay in overlays.values():
+            if os.path.exists(overlay):
+                os.unlink(overlay)
+        raise
+    pause_ms = (time.monotonic() - started) * 1000.0
+    if persistent:
+        restored = host.lookup(guest.uuid)
+        host.define(restored.xml(inactive=False))
+    return pause_ms
+
+
+def capture(host, store, domain, name, conf):
+    """Capture running ``domain`` (name or UUID) into live image ``name``.
+
+    :param host: :class:`nova_live_snapshot.host.Host`
+    :param store: :class:`nova_live_snapshot.liveimage.ImageStore`
+    :param conf: the ``[live_snapshot]`` option group (``CONF.live_snapshot``)
+    :returns: :class:`CaptureResult`
+    :raises DomainNotFound:, DomainNotRunning:, InsufficientSpace:,
+        ImageExists:, CaptureFailed:
+    """
+    started = time.monotonic()
+    guest = host.lookup(domain)
+    state = guest.state()
+    if state != 'running':
+        raise exception.DomainNotRunning(domain=domain, state=state)
+    live_xml = guest.xml()
+    facts = domainxml.facts(live_xml, 'domain %s' % guest.name)
+    frozen = guest.disk_sources()
+    if not frozen:
+        raise exception.CaptureFailed(domain=guest.name,
+                                      reason='it has no file-backed disk')
+    memory_mib = facts.memory_kib // 1024
+    mode = conf.capture_mode
+
+    writer = store.begin(name)
+    memory_path = None
+    staged = False
+    overlays = {}
+    snapshot_taken = False
+    try:
+        disk_mib = sum(_chain_bytes(p) for p in frozen.values()) // _MIB + 1
+        memory_path, staged = _plan_memory(conf, writer, memory_mib)
+        # The memory file ends up in the image whether or not it is staged.
+        _check_image_space(conf, writer, memory_mib, disk_mib)
+        overlays = {dev: _overlay_name(path, writer.id)
+                    for dev, path in frozen.items()}
+
+        if mode == 'live':
+            pause_ms = _snapshot_live(host, guest, memory_path, overlays)
+        else:
+            pause_ms = _snapshot_save(host, guest, memory_path, overlays,
+                                      frozen)
+        snapshot_taken = True
+        LOG.info('Captured %s: source paused %.0f ms', guest.name,
+                 pause_ms or -1)
+
+        # Everything below runs while the source runs on its new overlays.
+        if len(frozen) != 1:
+            raise exception.CaptureFailed(
+                domain=guest.name, reason='format %d live images hold exactly '
+                'one disk, the domain has %d' % (liveimage.FORMAT_VERSION,
+                                                 len(frozen)))
+        (frozen_disk,) = frozen.values()
+        _run(['qemu-img', 'convert', '-U', '-O', 'qcow2', frozen_disk,
+              writer.disk_path])
+        if staged:
+            mem_sha, mem_size = liveimage.sha256_file(memory_path,
+                                                      writer.memory_path)
+            os.unlink(memory_path)
+        else:
+            os.chmod(writer.memory_path, 0o600)
+            mem_sha, mem_size = liveimage.sha256_file(writer.memory_path)
+        disk_sha, disk_size = liveimage.sha256_file(writer.disk_path)
+        disk_info = liveimage.qemu_img_info(writer.disk_path)
+        duration = time.monotonic() - started
+        manifest = liveimage.build_manifest(
+            image_id=writer.id, name=name,
+            source={'name': guest.name, 'uuid': guest.uuid,
+                    'vcpus': facts.vcpus, 'memory_mib': memory_mib,
+                    'machine': facts.machine, 'arch': facts.arch,
+                    'cpu_model': facts.cpu_model},
+            host_info={'libvirt_version': host.libvirt_version(),
+                       'qemu_version': host.qemu_version()},
+            capture={'mode': mode, 'pause_ms': pause_ms,
+                     'memory_staged': staged,
+                     'duration_s': round(duration, 3)},
+            memory={'name': liveimage.MEMORY, 'size': mem_size,
+                    'sha256': mem_sha},
+            disk={'name': liveimage.DISK, 'size': disk_size,
+                  'sha256': disk_sha, 'format': 'qcow2',
+                  'virtual_size': disk_info['virtual-size']})
+        image = writer.commit(manifest)
+    except exception.LiveSnapshotError as e:
+        writer.abort()
+        if not snapshot_taken:
+            for overlay in overlays.values():
+                # ATOMIC: libvirt removed what it created, but a save-mode
+                # failure may leave one.
+                if os.path.exists(overlay) and overlay not in frozen.values():
+                    os.unlink(overlay)
+        if isinstance(e, (exception.InsufficientSpace, exception.ImageExists,
+                          exception.CaptureFailed)):
+            raise
+        raise exception.CaptureFailed(domain=guest.name, reason=str(e)) from e
+    except OSError as e:
+        writer.abort()
+        raise exception.CaptureFailed(
+            domain=guest.name, reason='%s: %s' % (e.filename or 'I/O',
+                                                  e.strerror)) from e
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if staged and memory_path:
+            shutil.rmtree(os.path.dirname(memory_path), ignore_errors=True)
+    return CaptureResult(image=image, pause_ms=pause_ms,
+                         duration_s=time.monotonic() - started,
+                         memory_staged=staged, source_overlays=overlays)

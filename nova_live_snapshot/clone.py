@@ -1,0 +1,310 @@
+"""Spawn clones from a live image, and destroy them.
+
+libvirt refuses to restore a save image under another name or UUID, so each
+clone gets a save-image header of its own: the engine renders the clone's
+domain XML (new name, UUID, generation ID, MAC, its own overlay and console
+log), checks it against the image's embedded domain facts, and feeds libvirt
+a FIFO that carries that header followed by the image's unchanged QEMU
+stream, spliced from the one memory file. The stream is never copied per
+clone: N clones read the same file concurrently.
+
+libvirt reads the header from the FIFO, then hands the same descriptor to
+QEMU for the incoming migration; the FIFO is gone once the clone runs. Each
+clone is then defined, so ``virsh`` and the engine see a normal persistent
+domain.
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid as uuidlib
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import saveimage
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['Clone', 'CloneManager', 'check_host']
+
+CLONE_RECORD = 'clone.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    """A clone domain and its files."""
+
+    name: str
+    uuid: str
+    mac: str
+    genid: str
+    image: str
+    path: str
+    spawn_s: float = None
+
+    @property
+    def overlay(self):
+        return os.path.join(self.path, 'disk.qcow2')
+
+    @property
+    def console_log(self):
+        return os.path.join(self.path, 'console.log')
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _version(text):
+    return tuple(int(p) for p in text.split('.'))
+
+
+def check_host(host, verified):
+    """Refuse an image this host's QEMU cannot resume.
+
+    :raises IncompatibleImage: naming every reason.
+    """
+    manifest = verified.image.manifest
+    reasons = []
+    arch = manifest.source['arch']
+    if arch != 'x86_64':
+        reasons.append('it is a %s guest; this host runs x86_64 guests' % arch)
+    machine = manifest.source['machine']
+    if machine not in host.machine_types():
+        reasons.append("this host's QEMU has no machine type %s" % machine)
+    captured = manifest.host['qemu_version']
+    here = host.qemu_version()
+    # QEMU loads migration streams from older versions, not from newer ones.
+    if _version(here) < _version(captured):
+        reasons.append('it was captured with QEMU %s, this host has the older '
+                       'QEMU %s' % (captured, here))
+    if reasons:
+        raise exception.IncompatibleImage(image=verified.image.name,
+                                          reasons='; '.join(reasons))
+
+
+class _Feeder(threading.Thread):
+    """Writes a clone's header, then splices the shared stream into a FIFO."""
+
+    def __init__(self, fifo, header, memory_path, offset, length):
+        super().__init__(name='feed-%s' % os.path.basename(os.path.dirname(
+            fifo)), daemon=True)
+        self.fifo = fifo
+        self.header = header
+        self.memory_path = memory_path
+        self.offset = offset
+        self.length = length
+        self.error = None
+        self.opened = threading.Event()
+
+    def run(self):
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY)   # waits for libvirt
+        except OSError as e:
+            self.error = e
+            return
+        finally:
+            self.opened.set()
+        try:
+            view = memoryview(self.header)
+            while view:
+                view = view[os.write(fd, view):]
+            with open(self.memory_path, 'rb') as src:
+                offset, remaining = self.offset, self.length
+                while remaining:
+                    n = os.splice(src.fileno(), fd, min(remaining, 1 << 20),
+                                  offset_src=offset)
+                    if n == 0:
+                        raise EOFError('memory image ended %d bytes early'
+                                       % remaining)
+                    offset += n
+                    remaining -= n
+        except (OSError, EOFError) as e:
+            self.error = e
+        finally:
+            os.close(fd)
+
+    def unblock(self):
+        """Let a writer that waits for a reader that never came finish."""
+        if not self.opened.is_set():
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+class CloneManager:
+    """The clones of this host, one directory each under ``clone_dir``."""
+
+    def __init__(self, host, clone_dir, restore_timeout=120):
+        self.host = host
+        self.root = clone_dir
+        self.restore_timeout = restore_timeout
+        os.makedirs(clone_dir, mode=0o711, exist_ok=True)
+
+    # Records -----------------------------------------------------------------
+
+    def _record_path(self, name):
+        return os.path.join(self.root, name, CLONE_RECORD)
+
+    def list(self, image=None):
+        clones = []
+        for entry in sorted(os.listdir(self.root)):
+            try:
+                with open(self._record_path(entry)) as f:
+                    clone = Clone(**json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue
+            if image is None or clone.image == image:
+                clones.append(clone)
+        return clones
+
+    def get(self, name):
+        try:
+            with open(self._record_path(name)) as f:
+                return Clone(**json.load(f))
+        except FileNotFoundError:
+            raise exception.CloneNotFound(name=name,
+                                          clone_dir=self.root) from None
+
+    # Spawning ----------------------------------------------------------------
+
+    def _new_name(self, prefix):
+        taken = self.host.domain_names() | set(os.listdir(self.root))
+        while True:
+            name = '%s-%s' % (prefix, uuidlib.uuid4().hex[:6])
+            if name not in taken:
+                return name
+
+    def spawn(self, verified, count=1, prefix=None):
+        """Spawn ``count`` clones of a verified image, concurrently.
+
+        All or nothing: if one clone fails, the others of the batch are
+        destroyed and the first error is raised.
+
+        :param verified: :class:`nova_live_snapshot.liveimage.VerifiedImage`
+        :returns: a list of :class:`Clone`
+        :raises IncompatibleImage:, CloneSpawnFailed:
+        """
+        check_host(self.host, verified)
+        image = verified.image
+        prefix = prefix or '%s-clone' % image.name
+        names = []
+        for _ in range(count):
+            names.append(self._new_name(prefix))
+            # Reserve the name before the next is drawn.
+            os.mkdir(os.path.join(self.root, names[-1]), 0o711)
+        clones, errors = [], []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+            futures = [pool.submit(self._spawn_one, verified, name)
+                       for name in names]
+            for future in futures:
+                try:
+                    clones.append(future.result())
+                except exception.LiveSnapshotError as e:
+                    errors.append(e)
+        if errors:
+            for clone in clones:
+                self.destroy(clone.name)
+            raise errors[0]
+        return clones
+
+    def _spec(self, verified, name):
+        image = verified.image
+        path = os.path.join(self.root, name)
+        return domainxml.DomainSpec(
+            name=name,
+            disk_path=os.path.join(path, 'disk.qcow2'),
+            console_log=os.path.join(path, 'console.log'),
+            memory_mib=image.memory_mib,
+            vcpus=image.vcpus,
+            machine=image.machine)
+
+    def _spawn_one(self, verified, name):
+        image = verified.image
+        started = time.monotonic()
+        spec = self._spec(verified, name)
+        path = os.path.dirname(spec.disk_path)
+        fifo = os.path.join(path, 'restore.fifo')
+        guest = None
+        try:
+            xml = domainxml.render(spec)
+            reasons = domainxml.compare(verified.domain,
+                                        domainxml.facts(xml, 'clone XML'))
+            if reasons:
+                raise exception.IncompatibleImage(image=image.name,
+                                                  reasons='; '.join(reasons))
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2',
+                            '-F', 'qcow2', '-b', image.disk_path,
+                            spec.disk_path], check=True, capture_output=True,
+                           text=True)
+            save = verified.save
+            header = saveimage.encode(
+                xml, save.cookie, was_running=True,
+                compression=save.header.compression)
+            os.mkfifo(fifo, 0o600)
+            feeder = _Feeder(fifo, header, image.memory_path,
+                             save.stream_offset, save.stream_size)
+            feeder.start()
+            try:
+                self.host.restore(fifo)
+            finally:
+                feeder.unblock()
+                feeder.join(self.restore_timeout)
+                os.unlink(fifo)
+            if feeder.is_alive():
+                raise exception.CloneSpawnFailed(
+                    name=name, image=image.name,
+                    reason='feeding the memory stream did not finish within '
+                    '%d s' % self.restore_timeout)
+            if feeder.error is not None and not (
+                    isinstance(feeder.error, OSError)
+                    and feeder.error.errno == errno.EPIPE):
+                raise exception.CloneSpawnFailed(
+                    name=name, image=image.name,
+                    reason='feeding the memory stream: %s' % feeder.error)
+            guest = self.host.lookup(name)
+            self.host.define(xml)
+            clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
+                          genid=guest.genid(), image=image.name, path=path,
+                          spawn_s=round(time.monotonic() - started, 3))
+            record = self._record_path(name)
+            with open(record + '.tmp', 'w') as f:
+                json.dump(clone.to_dict(), f)
+            os.rename(record + '.tmp', record)
+            LOG.info('Spawned clone %s of %s in %.2f s', name, image.name,
+                     clone.spawn_s)
+            return clone
+        except (exception.LiveSnapshotError, OSError,
+                subprocess.CalledProcessError) as e:
+            self._remove(name)
+            if isinstance(e, (exception.CloneSpawnFailed,
+                              exception.IncompatibleImage)):
+                raise
+            reason = (e.stderr.strip() if isinstance(
+                e, subprocess.CalledProcessError) else str(e))
+            raise exception.CloneSpawnFailed(name=name, image=image.name,
+                                             reason=reason) from e
+
+    # Destroying --------------------------------------------------------------
+
+    def _remove(self, name):
+        guest = self.host.find(name)
+        if guest is not None:
+            guest.destroy()
+            guest.undefine()
+        shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+
+    def destroy(self, name):
+        """Stop and undefine clone ``name`` and remove its files.
+
+        :raises CloneNotFound:
+        """
+        if not os.path.isdir(os.path.join(self.root, name)):
+            raise exception.CloneNotFound(name=name, clone_dir=self.root)
+        self._remove(name)

@@ -1,0 +1,129 @@
+"""``nova-live-snapshot``: the engine on the local libvirt host, no Nova needed.
+
+Subcommands: ``capture``, ``spawn``, ``list``, ``show``, ``verify``,
+``delete``, ``destroy`` and ``demo``. Options come from ``[live_snapshot]``
+in the ``--config-file`` files (defaults otherwise).
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from oslo_config import cfg
+
+from nova_live_snapshot import conf as conf_mod
+from nova_live_snapshot import demo
+from nova_live_snapshot import engine as engine_mod
+from nova_live_snapshot import exception
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog='nova-live-snapshot',
+        description='Capture running libvirt domains into live images and '
+                    'spawn clones that resume them.')
+    p.add_argument('--config-file', action='append', default=[],
+                   help='oslo.config file with a [live_snapshot] section')
+    p.add_argument('--debug', action='store_true')
+    sub = p.add_subparsers(dest='command', required=True)
+
+    c = sub.add_parser('capture', help='capture a running domain')
+    c.add_argument('domain', help='domain name or UUID')
+    c.add_argument('name', help='name of the new live image')
+    c.add_argument('--mode', choices=['live', 'save'],
+                   help='override [live_snapshot] capture_mode')
+
+    s = sub.add_parser('spawn', help='spawn clones of a live image')
+    s.add_argument('image')
+    s.add_argument('--count', type=int, default=1)
+    s.add_argument('--prefix', help='clone name prefix')
+
+    sub.add_parser('list', help='list live images and clones')
+    sh = sub.add_parser('show', help="show a live image's manifest")
+    sh.add_argument('image')
+    v = sub.add_parser('verify', help='check a live image against its '
+                                      'manifest and this host')
+    v.add_argument('image')
+    d = sub.add_parser('delete', help='delete a live image')
+    d.add_argument('image')
+    d.add_argument('--destroy-clones', action='store_true',
+                   help='destroy the clones that use it first')
+    x = sub.add_parser('destroy', help='destroy clones')
+    x.add_argument('clones', nargs='+')
+
+    dm = sub.add_parser('demo', help='boot the test guest, capture it, '
+                                     'spawn clones, report')
+    dm.add_argument('--clones', type=int, default=3)
+    dm.add_argument('--json', action='store_true',
+                    help='print the result as one JSON object')
+    dm.add_argument('--keep', action='store_true',
+                    help='keep the source, image and clones')
+    return p
+
+
+def _emit(obj):
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def run(argv):
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    conf = cfg.ConfigOpts()
+    conf_mod.register_opts(conf)
+    cfg_args = []
+    for path in args.config_file:
+        cfg_args += ['--config-file', path]
+    conf(cfg_args, project='nova-live-snapshot', default_config_files=[])
+    opts = conf.live_snapshot
+
+    if args.command == 'demo':
+        result = demo.run(opts, clones=args.clones, keep=args.keep)
+        if args.json:
+            _emit(result)
+        else:
+            print(demo.format_report(result))
+        return 0 if all(c['resumed'] for c in result['clones']) else 1
+
+    if getattr(args, 'mode', None):
+        conf.set_override('capture_mode', args.mode, group='live_snapshot')
+    eng = engine_mod.Engine(opts)
+    if args.command == 'capture':
+        res = eng.capture(args.domain, args.name)
+        _emit({'image': res.image.name, 'path': res.image.path,
+               'pause_ms': res.pause_ms, 'duration_s': res.duration_s,
+               'memory_staged': res.memory_staged})
+    elif args.command == 'spawn':
+        _emit([c.to_dict() for c in eng.spawn(args.image, args.count,
+                                              args.prefix)])
+    elif args.command == 'list':
+        _emit({'images': [{'name': i.name, 'id': i.id,
+                           'created_at': i.manifest.data['created_at'],
+                           'memory_mib': i.memory_mib}
+                          for i in eng.images.list()],
+               'clones': [c.to_dict() for c in eng.clones.list()]})
+    elif args.command == 'show':
+        _emit(eng.images.get(args.image).manifest.data)
+    elif args.command == 'verify':
+        v = eng.verify(args.image)
+        _emit({'image': v.image.name, 'valid': True,
+               'stream_bytes': v.save.stream_size})
+    elif args.command == 'delete':
+        eng.delete_image(args.image, destroy_clones=args.destroy_clones)
+    elif args.command == 'destroy':
+        for name in args.clones:
+            eng.destroy(name)
+    return 0
+
+
+def main(argv=None):
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except exception.LiveSnapshotError as e:
+        print('nova-live-snapshot: error: %s' % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Domain XML: the engine renders a clone's, and only reads facts from an image's.
+
+The domain XML embedded in a live image came from another machine's memory
+file, so it is untrusted input. It is parsed without entities or network
+access, reduced to a handful of facts (:class:`DomainFacts`), and compared
+with the XML the engine renders itself for the clone (:func:`render`). Every
+host path a clone uses (its disk overlay, its console log) comes from the
+:class:`DomainSpec` the engine builds from its own configuration; nothing in
+the embedded XML chooses a file on this host.
+"""
+
+import dataclasses
+import uuid as uuidlib
+
+from lxml import etree
+
+from nova_live_snapshot import exception
+
+__all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
+           'compare', 'check_cookie', 'random_mac']
+
+# Large enough for any real domain; bounds what a crafted header can cost.
+MAX_XML_BYTES = 1024 * 1024
+
+AGENT_CHANNEL = 'org.qemu.guest_agent.0'
+
+# The elements libvirt writes into a save image's cookie (qemuDomainSaveCookie
+# in libvirt's qemu_domain.c). Anything else is refused rather than passed to
+# libvirt's parser.
+_COOKIE_CHILDREN = frozenset({'cpu', 'slirpHelper'})
+
+
+def _parser():
+    return etree.XMLParser(resolve_entities=False, no_network=True,
+                           load_dtd=False, huge_tree=False,
+                           remove_comments=True)
+
+
+def parse(text, origin):
+    """Parse XML that may come from an untrusted image.
+
+    :raises UnsafeDomainXML: too large, not well formed, or has a DOCTYPE.
+    """
+    data = text.encode('utf-8') if isinstance(text, str) else text
+    if len(data) > MAX_XML_BYTES:
+        raise exception.UnsafeDomainXML(
+            origin=origin, reason='%d bytes of XML is over the %d-byte limit'
+            % (len(data), MAX_XML_BYTES))
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as e:
+        raise exception.UnsafeDomainXML(origin=origin,
+                                        reason='not well-formed: %s' % e)
+    if root.getroottree().docinfo.doctype:
+        raise exception.UnsafeDomainXML(origin=origin,
+                                        reason='a DOCTYPE is not allowed')
+    return root
+
+
+def random_mac():
+    """A random locally administered unicast MAC in QEMU's 52:54:00 range."""
+    tail = uuidlib.uuid4().bytes[:3]
+    return '52:54:00:' + ':'.join('%02x' % b for b in tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainSpec:
+    """Everything the engine decides about a domain it starts.
+
+    ``machine`` must be the exact machine type (``pc-i440fx-7.2``, not the
+    ``pc`` alias) when restoring, because the saved device state was made
+    for that machine.
+    """
+
+    name: str
+    disk_path: str
+    console_log: str
+    memory_mib: int = 128
+    vcpus: int = 1
+    machine: str = 'pc'
+    uuid: str = dataclasses.field(default_factory=lambda: str(uuidlib.uuid4()))
+    mac: str = dataclasses.field(default_factory=random_mac)
+    genid: str = dataclasses.field(default_factory=lambda: str(uuidlib.uuid4()))
+    disk_format: str = 'qcow2'
+
+    def with_identity(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _sub(parent, tag, text=None, **attrs):
+    el = etree.SubElement(parent, tag, {k.rstrip('_'): str(v)
+                                        for k, v in attrs.items()})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def render(spec):
+    """The domain XML for ``spec``: one virtio disk, one virtio NIC on QEMU's
+    user-mode network (its traffic never leaves QEMU), a serial console logged
+    to a file, a guest-agent channel, a virtio RNG, a generation ID, ACPI.
+    Guests run under TCG (``type='qemu'``).
+    """
+    dom = etree.Element('domain', type='qemu')
+    _sub(dom, 'name', spec.name)
+    _sub(dom, 'uuid', spec.uuid)
+    _sub(dom, 'genid', spec.genid)
+    _sub(dom, 'memory', spec.memory_mib * 1024, unit='KiB')
+    _sub(dom, 'vcpu', spec.vcpus)
+    os_ = _sub(dom, 'os')
+    _sub(os_, 'type', 'hvm', arch='x86_64', machine=spec.machine)
+    _sub(os_, 'boot', dev='hd')
+    features = _sub(dom, 'features')
+    # Without ACPI there is no vmgenid device and no PCI hotplug.
+    _sub(features, 'acpi')
+    _sub(features, 'apic')
+    _sub(dom, 'clock', offset='utc')
+    _sub(dom, 'on_poweroff', 'destroy')
+    _sub(dom, 'on_reboot', 'restart')
+    _sub(dom, 'on_crash', 'destroy')
+    devices = _sub(dom, 'devices')
+    disk = _sub(devices, 'disk', type='file', device='disk')
+    _sub(disk, 'driver', name='qemu', type=spec.disk_format)
+    _sub(disk, 'source', file=spec.disk_path)
+    _sub(disk, 'target', dev='vda', bus='virtio')
+    nic = _sub(devices, 'interface', type='user')
+    _sub(nic, 'mac', address=spec.mac)
+    _sub(nic, 'model', type='virtio')
+    serial = _sub(devices, 'serial', type='file')
+    _sub(serial, 'source', path=spec.console_log)
+    _sub(serial, 'target', port=0)
+    console = _sub(devices, 'console', type='file')
+    _sub(console, 'source', path=spec.console_log)
+    _sub(console, 'target', type='serial', port=0)
+    channel = _sub(devices, 'channel', type='unix')
+    _sub(channel, 'target', type='virtio', name=AGENT_CHANNEL)
+    rng = _sub(devices, 'rng', model='virtio')
+    _sub(rng, 'backend', '/dev/urandom', model='random')
+    _sub(devices, 'memballoon', model='none')
+    return etree.tostring(dom, encoding='unicode', pretty_print=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainFacts:
+    """What restoring depends on, read from a domain XML."""
+
+    name: str
+    uuid: str
+    memory_kib: int
+    vcpus: int
+    arch: str
+    machine: str
+    cpu_model: str
+    disks: tuple        # ((target dev, bus), ...)
+    nics: tuple         # ((model, mac), ...)
+    genid: str
+    has_agent: bool
+
+    @property
+    def nic_models(self):
+        return tuple(model for model, _ in self.nics)
+
+
+_UNITS = {'b': 1, 'bytes': 1, 'k': 1024, 'kib': 1024, 'kb': 1000,
+          'm': 1024 ** 2, 'mib': 1024 ** 2, 'mb': 1000 ** 2,
+          'g': 1024 ** 3, 'gib': 1024 ** 3, 'gb': 1000 ** 3}
+
+
+def _int(text, what, origin):
+    try:
+        value = int((text or '').strip())
+    except ValueError:
+        raise exception.UnsafeDomainXML(
+            origin=origin, reason='%s is not an integer: %r' % (what, text))
+    if value < 0:
+        raise exception.UnsafeDomainXML(origin=origin,
+                                        reason='%s is negative' % what)
+    return value
+
+
+def facts(xml_text, origin):
+    """Read :class:`DomainFacts` from (possibly untrusted) domain XML.
+
+    :raises UnsafeDomainXML: malformed, or missing what a domain must have.
+    """
+    root = parse(xml_text, origin)
+    if root.tag != 'domain':
+        raise exception.UnsafeDomainXML(
+            origin=origin, reason='root element is <%s>, not <domain>'
+            % root.tag)
+    mem = root.find('memory')
+    if mem is None:
+        raise exception.UnsafeDomainXML(origin=origin,
+                                        reason='no <memory> element')
+    unit = (mem.get('unit') or 'KiB').lower()
+    if unit not in _UNITS:
+        raise exception.UnsafeDomainXML(origin=origin,
+                                        reason='unknown memory unit %r' % unit)
+    memory_kib = _int(mem.text, 'memory', origin) * _UNITS[unit] // 1024
+    ostype = root.find('os/type')
+    disks = tuple((t.get('dev'), t.get('bus'))
+                  for t in root.findall("devices/disk/target"))
+    nics = tuple(((i.find('model').get('type')
+                   if i.find('model') is not None else None),
+                  (i.find('mac').get('address')
+                   if i.find('mac') is not None else None))
+                 for i in root.findall('devices/interface'))
+    agent = any(t.get('name') == AGENT_CHANNEL
+                for t in root.findall('devices/channel/target'))
+    return DomainFacts(
+        name=root.findtext('name') or '',
+        uuid=root.findtext('uuid') or '',
+        memory_kib=memory_kib,
+        vcpus=_int(root.findtext('vcpu'), 'vcpu', origin),
+        arch=ostype.get('arch') if ostype is not None else None,
+        machine=ostype.get('machine') if ostype is not None else None,
+        cpu_model=root.findtext('cpu/model'),
+        disks=disks,
+        nics=nics,
+        genid=root.findtext('genid'),
+        has_agent=agent)
+
+
+def compare(image, clone):
+    """The reasons why a clone described by ``clone`` cannot resume ``image``.
+
+    Both are :class:`DomainFacts`. An empty list means the engine sees no
+    obstacle; libvirt's own ABI check still has the last word at restore.
+    """
+    reasons = []
+    if image.memory_kib != clone.memory_kib:
+        reasons.append('the image has %d MiB of memory, the clone %d MiB'
+                       % (image.memory_kib // 1024, clone.memory_kib // 1024))
+    if image.vcpus != clone.vcpus:
+        reasons.append('the image has %d vCPUs, the clone %d'
+                       % (image.vcpus, clone.vcpus))
+    if image.arch != clone.arch:
+        reasons.append('the image is %s, the clone %s'
+                       % (image.arch, clone.arch))
+    if image.machine != clone.machine:
+        reasons.append('the image was captured on machine type %s, the '
+                       'clone would run %s' % (image.machine, clone.machine))
+    if image.disks != clone.disks:
+        reasons.append('the image has disks %s, the clone %s'
+                       % (list(image.disks), list(clone.disks)))
+    if image.nic_models != clone.nic_models:
+        reasons.append('the image has NIC models %s, the clone %s'
+                       % (list(image.nic_models), list(clone.nic_models)))
+    return reasons
+
+
+def check_cookie(cookie, origin):
+    """Refuse a save-image cookie that is not libvirt's save cookie.
+
+    libvirt parses the cookie when restoring; we pass it on only when it is
+    the small ``<cookie>`` document libvirt itself writes.
+    """
+    if not cookie:
+        return
+    root = parse(cookie, origin)
+    if root.tag != 'cookie':
+        raise exception.UnsafeDomainXML(
+            origin=origin, reason='cookie root is <%s>, not <cookie>'
+            % root.tag)
+    unexpected = sorted({child.tag for child in root} - _COOKIE_CHILDREN)
+    if unexpected:
+        raise exception.UnsafeDomainXML(
+            origin=origin, reason='unexpected cookie elements %s' % unexpected)

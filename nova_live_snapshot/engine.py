@@ -1,0 +1,66 @@
+"""The engine's public surface: capture, spawn, delete, destroy.
+
+A small facade over the host connection, the image store and the clone
+manager, built from the ``[live_snapshot]`` options. The standalone command,
+the demo and (later) the Nova driver use this and nothing below it.
+"""
+
+from nova_live_snapshot import capture as capture_mod
+from nova_live_snapshot import clone as clone_mod
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import liveimage
+
+__all__ = ['Engine']
+
+
+class Engine:
+    """Live images and clones on one libvirt host."""
+
+    def __init__(self, conf, host=None):
+        """:param conf: the ``[live_snapshot]`` group (``CONF.live_snapshot``)."""
+        self.conf = conf
+        self.host = host or host_mod.Host(conf.connection_uri)
+        self.images = liveimage.ImageStore(conf.image_dir)
+        self.clones = clone_mod.CloneManager(self.host, conf.clone_dir,
+                                             conf.restore_timeout)
+        self.images.remove_stale_partials()
+
+    def capture(self, domain, name):
+        """Capture running ``domain`` into live image ``name``.
+
+        :returns: :class:`nova_live_snapshot.capture.CaptureResult`
+        """
+        return capture_mod.capture(self.host, self.images, domain, name,
+                                   self.conf)
+
+    def verify(self, name):
+        """Check image ``name`` against its manifest and this host.
+
+        :returns: :class:`nova_live_snapshot.liveimage.VerifiedImage`
+        """
+        verified = self.images.verify(self.images.get(name))
+        clone_mod.check_host(self.host, verified)
+        return verified
+
+    def spawn(self, name, count=1, prefix=None):
+        """Spawn ``count`` clones of image ``name``; verifies it first."""
+        return self.clones.spawn(self.verify(name), count=count, prefix=prefix)
+
+    def destroy(self, clone_name):
+        self.clones.destroy(clone_name)
+
+    def delete_image(self, name, destroy_clones=False):
+        """Delete image ``name``.
+
+        :raises ImageInUse: clones still use its frozen disk, unless
+            ``destroy_clones`` is set, in which case they are destroyed first.
+        """
+        image = self.images.get(name)
+        users = self.clones.list(image=image.name)
+        if users and not destroy_clones:
+            raise exception.ImageInUse(image=name,
+                                       clones=', '.join(c.name for c in users))
+        for clone in users:
+            self.clones.destroy(clone.name)
+        self.images.delete(name)

@@ -1,0 +1,103 @@
+"""Every error nova-live-snapshot raises.
+
+One base class with a message template, as os-vif and Nova do: callers catch
+:class:`LiveSnapshotError` (or a subclass they can act on) and show ``str(e)``,
+which always says what was wrong and, where there is one, what to do.
+"""
+
+__all__ = [
+    'LiveSnapshotError', 'HypervisorError', 'DomainNotFound', 'DomainNotRunning',
+    'GuestAgentError', 'InsufficientSpace', 'CaptureFailed', 'ImageNotFound',
+    'ImageExists', 'ImageInUse', 'InvalidLiveImage', 'ChecksumMismatch',
+    'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
+    'TestGuestMissing',
+]
+
+
+class LiveSnapshotError(Exception):
+    """Base class: ``msg_fmt`` is filled from the keyword arguments."""
+
+    msg_fmt = 'An unknown live-snapshot error occurred.'
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            message = self.msg_fmt % kwargs
+        super().__init__(message)
+
+
+class HypervisorError(LiveSnapshotError):
+    """A libvirt call failed in a way the caller cannot correct by input."""
+
+    msg_fmt = 'libvirt %(operation)s failed: %(reason)s'
+
+
+class DomainNotFound(LiveSnapshotError):
+    msg_fmt = 'No libvirt domain named or with UUID %(domain)s.'
+
+
+class DomainNotRunning(LiveSnapshotError):
+    msg_fmt = ('Domain %(domain)s is %(state)s; only a running domain can be '
+               'captured into a live image.')
+
+
+class GuestAgentError(LiveSnapshotError):
+    msg_fmt = 'Guest agent of %(domain)s: %(reason)s'
+
+
+class InsufficientSpace(LiveSnapshotError):
+    msg_fmt = ('%(path)s has %(free_mib)d MiB free but %(what)s needs up to '
+               '%(needed_mib)d MiB. Free space there or point the '
+               '%(option)s option elsewhere.')
+
+
+class CaptureFailed(LiveSnapshotError):
+    msg_fmt = ('Capture of %(domain)s failed: %(reason)s. The domain keeps '
+               'running and no image was written.')
+
+
+class ImageNotFound(LiveSnapshotError):
+    msg_fmt = 'No live image %(image)s in %(store)s.'
+
+
+class ImageExists(LiveSnapshotError):
+    msg_fmt = 'A live image named %(image)s already exists in %(store)s.'
+
+
+class ImageInUse(LiveSnapshotError):
+    msg_fmt = ('Live image %(image)s backs clones %(clones)s; destroy them '
+               'before deleting the image.')
+
+
+class InvalidLiveImage(LiveSnapshotError):
+    """The image on disk is not what its manifest promises: refuse it."""
+
+    msg_fmt = 'Live image %(image)s is not valid: %(reason)s'
+
+
+class ChecksumMismatch(InvalidLiveImage):
+    msg_fmt = ('Live image %(image)s is not valid: %(file)s has SHA-256 '
+               '%(actual)s, the manifest says %(expected)s (the file was '
+               'changed or damaged after capture).')
+
+
+class IncompatibleImage(LiveSnapshotError):
+    msg_fmt = 'Live image %(image)s cannot be restored here: %(reasons)s'
+
+
+class UnsafeDomainXML(LiveSnapshotError):
+    msg_fmt = 'Refusing domain XML from %(origin)s: %(reason)s'
+
+
+class CloneSpawnFailed(LiveSnapshotError):
+    msg_fmt = ('Spawning clone %(name)s from live image %(image)s failed: '
+               '%(reason)s. Nothing of the clone was left behind.')
+
+
+class CloneNotFound(LiveSnapshotError):
+    msg_fmt = 'No clone named %(name)s in %(clone_dir)s.'
+
+
+class TestGuestMissing(LiveSnapshotError):
+    msg_fmt = ('The test guest is not built in %(path)s; run '
+               'tools/build-test-guest.sh (make demo does it for you).')

@@ -1,0 +1,204 @@
+"""One libvirt domain: each method does one libvirt thing.
+
+Flag bitmasks stay here; callers pass keyword arguments. ``libvirtError`` is
+translated in :func:`nova_live_snapshot.host.translate_errors` and, for the
+guest agent, in :meth:`Guest.agent_command`.
+"""
+
+import base64
+import json
+import time
+
+import libvirt
+import libvirt_qemu
+from lxml import etree
+
+from nova_live_snapshot import exception
+
+__all__ = ['Guest']
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: 'nostate',
+    libvirt.VIR_DOMAIN_RUNNING: 'running',
+    libvirt.VIR_DOMAIN_BLOCKED: 'blocked',
+    libvirt.VIR_DOMAIN_PAUSED: 'paused',
+    libvirt.VIR_DOMAIN_SHUTDOWN: 'shutting down',
+    libvirt.VIR_DOMAIN_SHUTOFF: 'shut off',
+    libvirt.VIR_DOMAIN_CRASHED: 'crashed',
+    libvirt.VIR_DOMAIN_PMSUSPENDED: 'suspended',
+}
+
+
+def _errors(operation, guest):
+    # Imported late: host imports this module.
+    from nova_live_snapshot import host
+    return host.translate_errors(operation, domain=guest._name)
+
+
+class Guest:
+    """A libvirt domain."""
+
+    def __init__(self, domain):
+        self.domain = domain
+        self._name = domain.name()
+
+    def __repr__(self):
+        return '<Guest %s>' % self._name
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def uuid(self):
+        return self.domain.UUIDString()
+
+    def xml(self, inactive=False):
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with _errors('read XML of %s' % self._name, self):
+            return self.domain.XMLDesc(flags)
+
+    def state(self):
+        with _errors('read state of %s' % self._name, self):
+            state, _reason = self.domain.state()
+        return _STATES.get(state, 'unknown')
+
+    def is_running(self):
+        return self.state() == 'running'
+
+    def is_persistent(self):
+        with _errors('read persistence of %s' % self._name, self):
+            return bool(self.domain.isPersistent())
+
+    def disk_sources(self):
+        """``{target dev: source file}`` of the file-backed disks, live."""
+        root = etree.fromstring(self.xml().encode())
+        return {d.find('target').get('dev'): d.find('source').get('file')
+                for d in root.findall("devices/disk[@type='file']")
+                if d.find('source') is not None}
+
+    def interface_macs(self):
+        root = etree.fromstring(self.xml().encode())
+        return [m.get('address') for m in root.findall('devices/interface/mac')]
+
+    def genid(self):
+        return etree.fromstring(self.xml().encode()).findtext('genid')
+
+    # Capture ---------------------------------------------------------------
+
+    def snapshot_live(self, memory_path, overlays):
+        """Take an external memory and disk snapshot while the guest runs.
+
+        QEMU migrates the memory to ``memory_path`` with the vCPUs running,
+        then pauses them briefly while libvirt switches every disk in
+        ``overlays`` (``{target dev: new overlay path}``) to a new qcow2 overlay
+        on top of its current image, and resumes. The previous images become
+        read-only backing files: together with the memory file they are a
+        point-in-time pair. ATOMIC means libvirt rolls every disk back if one
+        fails; NO_METADATA leaves no snapshot object in libvirt to clean up.
+        """
+        snap = etree.Element('domainsnapshot')
+        etree.SubElement(snap, 'memory', snapshot='external', file=memory_path)
+        disks = etree.SubElement(snap, 'disks')
+        for dev, path in sorted(overlays.items()):
+            disk = etree.SubElement(disks, 'disk', name=dev,
+                                    snapshot='external', type='file')
+            etree.SubElement(disk, 'driver', type='qcow2')
+            etree.SubElement(disk, 'source', file=path)
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE |
+                 libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                 libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        with _errors('live snapshot of %s' % self._name, self):
+            self.domain.snapshotCreateXML(
+                etree.tostring(snap, encoding='unicode'), flags)
+
+    def save(self, path):
+        """Save the memory to ``path`` and stop the domain (virDomainSave)."""
+        with _errors('save %s' % self._name, self):
+            self.domain.saveFlags(path, None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def destroy(self):
+        """Stop the domain at once if it runs."""
+        with _errors('destroy %s' % self._name, self):
+            if self.domain.isActive():
+                self.domain.destroy()
+
+    def undefine(self):
+        with _errors('undefine %s' % self._name, self):
+            if self.domain.isPersistent():
+                self.domain.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+    # Guest agent -------------------------------------------------------------
+
+    def agent_command(self, execute, arguments=None, timeout=10):
+        """Run one QEMU guest agent command and return its ``return`` value.
+
+        :raises GuestAgentError: the agent is absent, not answering, or the
+            command failed inside the guest.
+        """
+        cmd = {'execute': execute}
+        if arguments is not None:
+            cmd['arguments'] = arguments
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(self.domain, json.dumps(cmd),
+                                                  timeout, 0)
+        except libvirt.libvirtError as e:
+            raise exception.GuestAgentError(
+                domain=self._name, reason='%s failed: %s'
+                % (execute, e.get_error_message())) from e
+        return json.loads(reply).get('return')
+
+    def agent_ping(self, timeout=2):
+        """True when the guest agent answers."""
+        try:
+            self.agent_command('guest-ping', timeout=timeout)
+        except exception.GuestAgentError:
+            return False
+        return True
+
+    def agent_read_file(self, path, limit=1024 * 1024):
+        """Read a (small) file inside the guest through the agent."""
+        handle = self.agent_command('guest-file-open',
+                                    {'path': path, 'mode': 'r'})
+        try:
+            chunks = []
+            total = 0
+            while total < limit:
+                part = self.agent_command('guest-file-read',
+                                          {'handle': handle, 'count': 65536})
+                data = base64.b64decode(part.get('buf-b64', ''))
+                chunks.append(data)
+                total += len(data)
+                if part.get('eof') or not data:
+                    break
+            return b''.join(chunks)
+        finally:
+            self.agent_command('guest-file-close', {'handle': handle})
+
+    def agent_exec(self, argv, timeout=30, stdin=None):
+        """Run ``argv`` in the guest; return ``(exit code, stdout, stderr)``.
+
+        :raises GuestAgentError: the agent failed or the command did not end
+            within ``timeout`` seconds.
+        """
+        args = {'path': argv[0], 'arg': list(argv[1:]),
+                'capture-output': True}
+        if stdin is not None:
+            args['input-data'] = base64.b64encode(stdin).decode()
+        pid = self.agent_command('guest-exec', args)['pid']
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.agent_command('guest-exec-status', {'pid': pid})
+            if status.get('exited'):
+                out = base64.b64decode(status.get('out-data', ''))
+                err = base64.b64decode(status.get('err-data', ''))
+                return status.get('exitcode'), out, err
+            if time.monotonic() > deadline:
+                raise exception.GuestAgentError(
+                    domain=self._name, reason='%s did not finish within %d s'
+                    % (argv[0], timeout))
+            time.sleep(0.05)

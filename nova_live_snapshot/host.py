@@ -1,0 +1,237 @@
+"""The libvirt connection: one place that opens it, runs its event loop and
+turns ``libvirtError`` into this project's exceptions.
+
+Like Nova's ``virt/libvirt/host.py``, callers never touch flag bitmasks or
+catch ``libvirt.libvirtError`` themselves: they call a named method here or
+on :class:`nova_live_snapshot.guest.Guest`.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+
+import libvirt
+import libvirt_qemu
+
+from nova_live_snapshot import exception
+from nova_live_snapshot import guest as guest_mod
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['Host', 'translate_errors', 'PauseWindow']
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _start_event_loop():
+    """Run libvirt's default event loop in a daemon thread, once per process.
+
+    It must be registered before the first connection is opened, or that
+    connection never delivers events.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name='libvirt-events',
+                         daemon=True).start()
+        _event_loop_started = True
+
+
+_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN}
+
+
+@contextlib.contextmanager
+def translate_errors(operation, domain=None):
+    """Map a ``libvirtError`` raised inside the block to a project error."""
+    try:
+        yield
+    except libvirt.libvirtError as e:
+        if domain is not None and e.get_error_code() in _NOT_FOUND:
+            raise exception.DomainNotFound(domain=domain) from e
+        raise exception.HypervisorError(operation=operation,
+                                        reason=e.get_error_message()) from e
+
+
+@dataclasses.dataclass
+class PauseWindow:
+    """When QEMU stopped and resumed the vCPUs, by QEMU's own QMP clock."""
+
+    stopped_at: float = None
+    resumed_at: float = None
+
+    @property
+    def pause_ms(self):
+        if self.stopped_at is None or self.resumed_at is None:
+            return None
+        return (self.resumed_at - self.stopped_at) * 1000.0
+
+
+class Host:
+    """A libvirt connection to the local QEMU driver."""
+
+    def __init__(self, uri='qemu:///system'):
+        self.uri = uri
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def get_connection(self):
+        with self._lock:
+            if self._conn is None:
+                _start_event_loop()
+                with translate_errors('open connection to %s' % self.uri):
+                    self._conn = libvirt.open(self.uri)
+            return self._conn
+
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.close()
+                self._conn = None
+
+    # Facts about the host --------------------------------------------------
+
+    @staticmethod
+    def _dotted(number):
+        return '%d.%d.%d' % (number // 1000000, number // 1000 % 1000,
+                             number % 1000)
+
+    def libvirt_version(self):
+        return self._dotted(self.get_connection().getLibVersion())
+
+    def qemu_version(self):
+        return self._dotted(self.get_connection().getVersion())
+
+    def machine_types(self, arch='x86_64'):
+        """Every machine type (canonical names and aliases) QEMU offers."""
+        from nova_live_snapshot import domainxml
+        root = domainxml.parse(self.get_connection().getCapabilities(),
+                               'host capabilities')
+        names = set()
+        for guest in root.findall('guest'):
+            if guest.findtext('arch[@name="%s"]/wordsize' % arch) is None:
+                continue
+            for m in guest.findall('arch/machine'):
+                names.add(m.text)
+                if m.get('canonical'):
+                    names.add(m.get('canonical'))
+        return names
+
+    # Domains -----------------------------------------------------------------
+
+    def lookup(self, name_or_uuid):
+        """:raises DomainNotFound:"""
+        conn = self.get_connection()
+        with translate_errors('look up domain', domain=name_or_uuid):
+            try:
+                dom = conn.lookupByUUIDString(name_or_uuid)
+            except libvirt.libvirtError:
+                dom = conn.lookupByName(name_or_uuid)
+        return guest_mod.Guest(dom)
+
+    def find(self, name):
+        """The domain called ``name``, or None."""
+        try:
+            return self.lookup(name)
+        except exception.DomainNotFound:
+            return None
+
+    def domain_names(self):
+        with translate_errors('list domains'):
+            return {d.name() for d in self.get_connection().listAllDomains()}
+
+    def create(self, xml, paused=False):
+        """Start a transient domain from ``xml``."""
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        with translate_errors('create domain'):
+            return guest_mod.Guest(self.get_connection().createXML(xml, flags))
+
+    def define(self, xml):
+        """Make a (running or not) domain persistent with ``xml``."""
+        with translate_errors('define domain'):
+            return guest_mod.Guest(self.get_connection().defineXML(xml))
+
+    def restore(self, path, paused=False):
+        """Restore a domain from a save image (a file or a FIFO).
+
+        The header's XML is used as it is: the engine writes its own header
+        for clones rather than passing a replacement XML, because libvirt
+        refuses a replacement whose name or UUID differs from the header's.
+        """
+        flags = (libvirt.VIR_DOMAIN_SAVE_PAUSED if paused
+                 else libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        with translate_errors('restore domain from %s' % path):
+            self.get_connection().restoreFlags(path, None, flags)
+
+    def restore_with_xml(self, path, xml):
+        """Restore ``path`` with ``xml`` replacing its embedded XML (only
+        host-side paths may differ; libvirt checks the ABI)."""
+        with translate_errors('restore domain from %s' % path):
+            self.get_connection().restoreFlags(
+                path, xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+    def save_image_xml(self, path):
+        with translate_errors('read save image %s' % path):
+            return self.get_connection().saveImageGetXMLDesc(
+                path, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
+
+    @contextlib.contextmanager
+    def pause_window(self, guest):
+        """Record QEMU's STOP and RESUME events for ``guest`` in the block.
+
+        The timestamps are QEMU's own (from the QMP events), so libvirt's and
+        our event latency does not inflate the measured pause.
+        """
+        window = PauseWindow()
+        done = threading.Event()
+
+        def on_event(conn, dom, event, seconds, micros, details, opaque):
+            stamp = seconds + micros / 1e6
+            if event == 'STOP' and window.stopped_at is None:
+                window.stopped_at = stamp
+            elif event == 'RESUME' and window.stopped_at is not None:
+                window.resumed_at = stamp
+                done.set()
+
+        conn = self.get_connection()
+        ids = []
+        with translate_errors('register QMP event callbacks'):
+            for name in ('STOP', 'RESUME'):
+                ids.append(libvirt_qemu.qemuMonitorEventRegister(
+                    conn, guest.domain, name, on_event, None, 0))
+        try:
+            yield window
+            # The RESUME event may be delivered just after the API returned.
+            if window.stopped_at is not None:
+                done.wait(5)
+        finally:
+            for cb in ids:
+                with contextlib.suppress(libvirt.libvirtError):
+                    libvirt_qemu.qemuMonitorEventDeregister(conn, cb)
+
+
+def wait_for(predicate, timeout, interval=0.1, what='condition'):
+    """Poll ``predicate`` until it returns a true value or ``timeout`` passes.
+
+    :returns: the predicate's value.
+    :raises TimeoutError: naming ``what``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError('timed out after %.0f s waiting for %s'
+                               % (timeout, what))
+        time.sleep(interval)

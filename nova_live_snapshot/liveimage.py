@@ -1,0 +1,529 @@
+"""The live image: a frozen value object, its manifest, and the store on disk.
+
+On-disk layout (format version 1), one directory per image::
+
+    <image_dir>/<name>/          mode 0700
+        manifest.json            mode 0600, written last
+        memory.save              the libvirt save image (domain XML + QEMU stream)
+        disk.qcow2               the frozen disk, flattened, no backing file
+
+An image is created in ``<image_dir>/.partial-<name>-<random>/`` and renamed
+into place only after every file and the manifest are fsync'ed, so a crash or
+a full disk leaves at most a ``.partial-*`` directory, which is never listed as
+an image and is removed by :meth:`ImageStore.remove_stale_partials`.
+
+Everything read back from an image is untrusted: :meth:`ImageStore.verify`
+checks the manifest against a strict schema, the files' sizes, the save-image
+container, the embedded domain facts against the manifest, that the disk has
+no backing or external data file, and every SHA-256, before a clone may use
+the image.
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import uuid as uuidlib
+
+import jsonschema
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import saveimage
+
+__all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
+           'ImageWriter', 'VerifiedImage', 'sha256_file', 'NAME_PATTERN']
+
+FORMAT_VERSION = 1
+MANIFEST = 'manifest.json'
+MEMORY = 'memory.save'
+DISK = 'disk.qcow2'
+PARTIAL_PREFIX = '.partial-'
+NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
+_CHUNK = 1024 * 1024
+
+_HEX64 = {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}
+_FILE = {
+    'type': 'object',
+    'properties': {
+        'name': {'type': 'string'},
+        'size': {'type': 'integer', 'minimum': 1},
+        'sha256': _HEX64,
+    },
+    'required': ['name', 'size', 'sha256'],
+    'additionalProperties': False,
+}
+_NUM = {'type': 'number', 'minimum': 0}
+MANIFEST_SCHEMA = {
+    'type': 'object',
+    'properties': {
+        'format_version': {'const': FORMAT_VERSION},
+        'id': {'type': 'string', 'format': 'uuid', 'maxLength': 36},
+        'name': {'type': 'string', 'pattern': NAME_PATTERN},
+        'created_at': {'type': 'string', 'maxLength': 40},
+        'source': {
+            'type': 'object',
+            'properties': {
+                'name': {'type': 'string', 'maxLength': 255},
+                'uuid': {'type': 'string', 'maxLength': 36},
+                'vcpus': {'type': 'integer', 'minimum': 1, 'maximum': 1024},
+                'memory_mib': {'type': 'integer', 'minimum': 1},
+                'machine': {'type': 'string', 'maxLength': 64},
+                'arch': {'type': 'string', 'maxLength': 32},
+                'cpu_model': {'type': ['string', 'null'], 'maxLength': 64},
+            },
+            'required': ['name', 'uuid', 'vcpus', 'memory_mib', 'machine',
+                         'arch', 'cpu_model'],
+            'additionalProperties': False,
+        },
+        'host': {
+            'type': 'object',
+            'properties': {
+                'hostname': {'type': 'string', 'maxLength': 255},
+                'libvirt_version': {'type': 'string',
+                                    'pattern': r'^\d+\.\d+\.\d+$'},
+                'qemu_version': {'type': 'string',
+                                 'pattern': r'^\d+\.\d+\.\d+$'},
+            },
+            'required': ['hostname', 'libvirt_version', 'qemu_version'],
+            'additionalProperties': False,
+        },
+        'capture': {
+            'type': 'object',
+            'properties': {
+                'mode': {'enum': ['live', 'save']},
+                'pause_ms': {'type': ['number', 'null'], 'minimum': 0},
+                'memory_staged': {'type': 'boolean'},
+                'duration_s': _NUM,
+            },
+            'required': ['mode', 'pause_ms', 'memory_staged', 'duration_s'],
+            'additionalProperties': False,
+        },
+        'files': {
+            'type': 'object',
+            'properties': {
+                'memory': dict(_FILE, properties=dict(
+                    _FILE['properties'], name={'const': MEMORY})),
+                'disk': dict(_FILE, properties=dict(
+                    _FILE['properties'], name={'const': DISK},
+                    format={'const': 'qcow2'},
+                    virtual_size={'type': 'integer', 'minimum': 1}),
+                    required=_FILE['required'] + ['format', 'virtual_size']),
+            },
+            'required': ['memory', 'disk'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['format_version', 'id', 'name', 'created_at', 'source',
+                 'host', 'capture', 'files'],
+    'additionalProperties': False,
+}
+
+
+def sha256_file(path, dest=None):
+    """SHA-256 of ``path``; with ``dest``, copy it there on the way (one read).
+
+    The copy is fsync'ed. Returns ``(hex digest, size)``.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as src:
+        out = None
+        if dest is not None:
+            out = os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                    0o600), 'wb')
+        try:
+            while True:
+                block = src.read(_CHUNK)
+                if not block:
+                    break
+                digest.update(block)
+                size += len(block)
+                if out is not None:
+                    out.write(block)
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            if out is not None:
+                out.close()
+    return digest.hexdigest(), size
+
+
+def qemu_img_info(path, chain=False):
+    """``qemu-img info --output=json`` of ``path`` (``-U``: the image may be
+    open read-only in a running QEMU)."""
+    cmd = ['qemu-img', 'info', '-U', '--output=json']
+    if chain:
+        cmd.append('--backing-chain')
+    out = subprocess.run(cmd + [path], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The parsed, schema-checked ``manifest.json``."""
+
+    data: dict
+
+    @classmethod
+    def from_json(cls, text, origin):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise exception.InvalidLiveImage(
+                image=origin, reason='manifest.json is not JSON: %s' % e)
+        validator = jsonschema.Draft7Validator(
+            MANIFEST_SCHEMA, format_checker=jsonschema.FormatChecker())
+        errors = sorted(validator.iter_errors(data), key=lambda e: e.path)
+        if errors:
+            where = '/'.join(str(p) for p in errors[0].absolute_path)
+            raise exception.InvalidLiveImage(
+                image=origin, reason='manifest.json %s: %s'
+                % (where or 'top level', errors[0].message))
+        return cls(data)
+
+    def to_json(self):
+        return json.dumps(self.data, indent=2, sort_keys=True) + '\n'
+
+    @property
+    def id(self):
+        return self.data['id']
+
+    @property
+    def name(self):
+        return self.data['name']
+
+    @property
+    def source(self):
+        return self.data['source']
+
+    @property
+    def host(self):
+        return self.data['host']
+
+    @property
+    def capture(self):
+        return self.data['capture']
+
+    @property
+    def files(self):
+        return self.data['files']
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveImage:
+    """A published live image: where it is and what its manifest says."""
+
+    path: str
+    manifest: Manifest
+
+    @property
+    def name(self):
+        return self.manifest.name
+
+    @property
+    def id(self):
+        return self.manifest.id
+
+    @property
+    def memory_path(self):
+        return os.path.join(self.path, MEMORY)
+
+    @property
+    def disk_path(self):
+        return os.path.join(self.path, DISK)
+
+    @property
+    def memory_mib(self):
+        return self.manifest.source['memory_mib']
+
+    @property
+    def vcpus(self):
+        return self.manifest.source['vcpus']
+
+    @property
+    def machine(self):
+        return self.manifest.source['machine']
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedImage:
+    """An image whose files matched its manifest when checked, with the
+    parsed save-image container that clones are built from."""
+
+    image: LiveImage
+    save: saveimage.SaveImage
+    domain: domainxml.DomainFacts
+
+
+def build_manifest(*, image_id, name, source, host_info, capture, memory,
+                   disk):
+    """Assemble a manifest dict and check it against the schema."""
+    data = {
+        'format_version': FORMAT_VERSION,
+        'id': image_id,
+        'name': name,
+        'created_at': datetime.datetime.now(datetime.timezone.utc)
+        .isoformat(timespec='milliseconds'),
+        'source': source,
+        'host': dict(host_info, hostname=socket.gethostname()),
+        'capture': capture,
+        'files': {'memory': memory, 'disk': disk},
+    }
+    return Manifest.from_json(json.dumps(data), name)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ImageWriter:
+    """A live image being written: files go into a ``.partial-*`` directory
+    that becomes the image only in :meth:`commit`."""
+
+    def __init__(self, store, name):
+        self.store = store
+        self.name = name
+        self.id = str(uuidlib.uuid4())
+        self.path = os.path.join(
+            store.root, '%s%s-%s' % (PARTIAL_PREFIX, name, self.id[:8]))
+        os.mkdir(self.path, 0o700)
+        # Lets remove_stale_partials tell a dead writer from a live one.
+        with open(os.path.join(self.path, 'writer.pid'), 'w') as f:
+            f.write(str(os.getpid()))
+        self.committed = False
+
+    @property
+    def memory_path(self):
+        return os.path.join(self.path, MEMORY)
+
+    @property
+    def disk_path(self):
+        return os.path.join(self.path, DISK)
+
+    def commit(self, manifest):
+        """Publish: fsync the files, write the manifest, rename into place."""
+        for fname in (MEMORY, DISK):
+            fpath = os.path.join(self.path, fname)
+            os.chmod(fpath, 0o600)
+            fd = os.open(fpath, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.unlink(os.path.join(self.path, 'writer.pid'))
+        mpath = os.path.join(self.path, MANIFEST)
+        with os.fdopen(os.open(mpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                               0o600), 'w') as f:
+            f.write(manifest.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.path)
+        final = self.store.image_path(self.name)
+        # rename() onto an existing empty directory would succeed: make sure
+        # the name is still free (the store is per host, writers are few).
+        if os.path.lexists(final):
+            raise exception.ImageExists(image=self.name, store=self.store.root)
+        os.rename(self.path, final)
+        _fsync_dir(self.store.root)
+        self.committed = True
+        return LiveImage(path=final, manifest=manifest)
+
+    def abort(self):
+        if not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class ImageStore:
+    """The live images of this host, in one directory."""
+
+    def __init__(self, root):
+        self.root = root
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        # QEMU (possibly not root) must traverse into an image directory to
+        # open a frozen disk as a clone's backing file; it cannot list it.
+        os.chmod(root, 0o711)
+
+    def image_path(self, name):
+        self.check_name(name)
+        return os.path.join(self.root, name)
+
+    @staticmethod
+    def check_name(name):
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+            raise exception.LiveSnapshotError(
+                'Invalid live image name %r: use 1-64 letters, digits, '
+                '".", "_" or "-", starting with a letter or digit.' % (name,))
+
+    def begin(self, name):
+        """Start writing image ``name``.
+
+        :raises ImageExists: an image of that name is already published.
+        """
+        if os.path.lexists(self.image_path(name)):
+            raise exception.ImageExists(image=name, store=self.root)
+        return ImageWriter(self, name)
+
+    def get(self, name):
+        """Load an image's manifest (schema-checked, files not yet verified).
+
+        :raises ImageNotFound:, :raises InvalidLiveImage:
+        """
+        path = self.image_path(name)
+        mpath = os.path.join(path, MANIFEST)
+        try:
+            st = os.lstat(mpath)
+        except FileNotFoundError:
+            raise exception.ImageNotFound(image=name, store=self.root) from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 1024 * 1024:
+            raise exception.InvalidLiveImage(
+                image=name, reason='manifest.json is not a small regular file')
+        with open(mpath) as f:
+            manifest = Manifest.from_json(f.read(), name)
+        if manifest.name != name:
+            raise exception.InvalidLiveImage(
+                image=name, reason='the manifest names the image %r'
+                % manifest.name)
+        return LiveImage(path=path, manifest=manifest)
+
+    def list(self):
+        images = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry.startswith('.'):
+                continue
+            try:
+                images.append(self.get(entry))
+            except exception.LiveSnapshotError:
+                continue
+        return images
+
+    def delete(self, name):
+        path = self.image_path(name)
+        if not os.path.isdir(path):
+            raise exception.ImageNotFound(image=name, store=self.root)
+        # Unpublish first (atomic), then remove the files.
+        doomed = os.path.join(self.root, '%s%s-deleting-%s' % (
+            PARTIAL_PREFIX, name, uuidlib.uuid4().hex[:8]))
+        os.rename(path, doomed)
+        shutil.rmtree(doomed)
+
+    def remove_stale_partials(self):
+        """Remove ``.partial-*`` directories whose writer process is gone."""
+        removed = []
+        for entry in os.listdir(self.root):
+            if not entry.startswith(PARTIAL_PREFIX):
+                continue
+            path = os.path.join(self.root, entry)
+            try:
+                with open(os.path.join(path, 'writer.pid')) as f:
+                    pid = int(f.read().strip())
+                os.kill(pid, 0)
+                continue            # the writer still runs
+            except (FileNotFoundError, ValueError, ProcessLookupError):
+                pass
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(entry)
+        return removed
+
+    # Verification --------------------------------------------------------------
+
+    def verify(self, image):
+        """Check every file of ``image`` against its manifest.
+
+        Cheap structural checks come first so that the error names the
+        actual problem (a truncated file, a wrong header, a missing disk),
+        then the SHA-256 of each file.
+
+        :returns: :class:`VerifiedImage`.
+        :raises InvalidLiveImage: (:class:`ChecksumMismatch` for a changed byte)
+        """
+        name = image.name
+        files = image.manifest.files
+
+        def invalid(reason):
+            return exception.InvalidLiveImage(image=name, reason=reason)
+
+        for key, label in (('memory', 'memory image'), ('disk', 'frozen disk')):
+            entry = files[key]
+            fpath = os.path.join(image.path, entry['name'])
+            try:
+                st = os.lstat(fpath)
+            except FileNotFoundError:
+                raise invalid('the %s %s is missing' % (label, entry['name'])) \
+                    from None
+            if not stat.S_ISREG(st.st_mode):
+                raise invalid('the %s %s is not a regular file'
+                              % (label, entry['name']))
+            if st.st_size != entry['size']:
+                raise invalid('the %s %s is %d bytes, the manifest says %d%s'
+                              % (label, entry['name'], st.st_size,
+                                 entry['size'],
+                                 ' (truncated)' if st.st_size < entry['size']
+                                 else ''))
+
+        with open(image.memory_path, 'rb') as f:
+            save = saveimage.read(f, os.fstat(f.fileno()).st_size,
+                                  origin='%s/%s' % (name, MEMORY))
+        if save.header.compression != saveimage.Compression.RAW:
+            raise invalid('the memory image is %s-compressed; format %d '
+                          'images hold a raw stream'
+                          % (save.header.compression.name.lower(),
+                             FORMAT_VERSION))
+        facts = domainxml.facts(save.domain_xml, '%s/%s' % (name, MEMORY))
+        domainxml.check_cookie(save.cookie, '%s/%s cookie' % (name, MEMORY))
+        src = image.manifest.source
+        mismatches = []
+        if facts.memory_kib != src['memory_mib'] * 1024:
+            mismatches.append('memory: manifest %d MiB, memory image %d MiB'
+                              % (src['memory_mib'], facts.memory_kib // 1024))
+        if facts.vcpus != src['vcpus']:
+            mismatches.append('vCPUs: manifest %d, memory image %d'
+                              % (src['vcpus'], facts.vcpus))
+        if facts.machine != src['machine']:
+            mismatches.append('machine: manifest %s, memory image %s'
+                              % (src['machine'], facts.machine))
+        if mismatches:
+            raise invalid('the manifest does not describe its memory image (%s)'
+                          % '; '.join(mismatches))
+
+        try:
+            info = qemu_img_info(image.disk_path)
+        except subprocess.CalledProcessError as e:
+            raise invalid('qemu-img cannot read the frozen disk: %s'
+                          % e.stderr.strip()) from None
+        if info.get('format') != 'qcow2':
+            raise invalid('the frozen disk is %s, not qcow2' % info.get('format'))
+        # A backing file or external data file would let the image pick a
+        # file on this host for clones to read.
+        if info.get('backing-filename') or info.get('full-backing-filename'):
+            raise invalid('the frozen disk has a backing file (%s); live '
+                          'images carry a self-contained disk'
+                          % info.get('backing-filename'))
+        if (info.get('format-specific', {}).get('data', {})
+                .get('data-file')):
+            raise invalid('the frozen disk has an external data file')
+        if info.get('virtual-size') != files['disk']['virtual_size']:
+            raise invalid('the frozen disk is %s bytes virtual, the manifest '
+                          'says %s' % (info.get('virtual-size'),
+                                       files['disk']['virtual_size']))
+
+        for key in ('memory', 'disk'):
+            entry = files[key]
+            actual, _ = sha256_file(os.path.join(image.path, entry['name']))
+            if actual != entry['sha256']:
+                raise exception.ChecksumMismatch(
+                    image=name, file=entry['name'], actual=actual,
+                    expected=entry['sha256'])
+        return VerifiedImage(image=image, save=save, domain=facts)

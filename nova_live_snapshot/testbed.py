@@ -1,0 +1,104 @@
+"""The small test guest: boot source domains from it and read its workload.
+
+``tools/build-test-guest.sh`` builds a busybox guest whose workload keeps a
+counter and a random token in memory and reports them on the serial console
+and in ``/run/workload.state`` (``counter=<N> token=<hex>``). A clone that
+resumed the captured memory carries on with the source's token and a counter
+at or above the capture point; a guest that booted afresh would have a new
+token and a counter from 0. The demo and the live tests use this module.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+
+__all__ = ['TestGuest', 'WorkloadState', 'read_workload', 'wait_ready']
+
+STATE_FILE = '/run/workload.state'
+READY_FILE = '/run/workload.ready'
+_STATE_RE = re.compile(r'^counter=(\d+) token=([0-9a-f]{32})$')
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadState:
+    counter: int
+    token: str
+
+
+def parse_workload(text):
+    m = _STATE_RE.match(text.strip())
+    if not m:
+        raise ValueError('unexpected workload state %r' % text)
+    return WorkloadState(counter=int(m.group(1)), token=m.group(2))
+
+
+def read_workload(guest, path=STATE_FILE):
+    """The workload's state, read through the guest agent."""
+    return parse_workload(guest.agent_read_file(path).decode())
+
+
+def wait_ready(guest, timeout=120):
+    """Wait until the guest agent answers and the workload reported ready."""
+    def ready():
+        if not guest.agent_ping(timeout=2):
+            return None
+        try:
+            return read_workload(guest, READY_FILE)
+        except (exception.GuestAgentError, ValueError):
+            return None
+    return host_mod.wait_for(ready, timeout,
+                             what='workload of %s to be ready' % guest.name)
+
+
+class TestGuest:
+    """The built test guest in ``guest_dir`` and source domains booted from it.
+
+    Each source gets a directory under ``work_dir`` with a qcow2 overlay on
+    the guest's disk and a console log.
+    """
+
+    __test__ = False    # not a pytest class
+
+    def __init__(self, guest_dir, work_dir):
+        self.guest_dir = guest_dir
+        self.work_dir = work_dir
+        meta = os.path.join(guest_dir, 'guest.json')
+        if not os.path.exists(meta):
+            raise exception.TestGuestMissing(path=guest_dir)
+        with open(meta) as f:
+            self.meta = json.load(f)
+        self.disk = os.path.join(guest_dir, self.meta['disk'])
+        os.makedirs(work_dir, mode=0o711, exist_ok=True)
+
+    def spec(self, name):
+        path = os.path.join(self.work_dir, name)
+        return domainxml.DomainSpec(
+            name=name,
+            disk_path=os.path.join(path, 'disk.qcow2'),
+            console_log=os.path.join(path, 'console.log'),
+            memory_mib=int(self.meta.get('memory_mib', 128)),
+            vcpus=int(self.meta.get('vcpus', 1)))
+
+    def boot(self, host, name):
+        """Start a transient source domain ``name``; returns its Guest."""
+        spec = self.spec(name)
+        path = os.path.dirname(spec.disk_path)
+        os.makedirs(path, mode=0o711, exist_ok=True)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
+                        'qcow2', '-b', self.disk, spec.disk_path], check=True)
+        return host.create(domainxml.render(spec))
+
+    def remove(self, host, name):
+        """Destroy source ``name`` and remove its files."""
+        guest = host.find(name)
+        if guest is not None:
+            guest.destroy()
+            guest.undefine()
+        shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Prepare this host to run live-image tests: install the Debian packages that
+# bindep.txt lists, create what libvirtd's QEMU driver expects, start virtlogd
+# and libvirtd when they are not running (there is no systemd here), and check
+# that qemu:///system answers.
+#
+# Idempotent: a second run installs nothing and starts nothing.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+log() { echo "setup-host: $*" >&2; }
+
+missing=()
+for pkg in $("$root/tools/bindep-packages.sh"); do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+# libvirt-daemon-system would create these; we do not install it because its
+# maintainer scripts expect systemd.
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+getent passwd libvirt-qemu >/dev/null \
+    || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
+
+# Debian ships the stock configuration as *.dpkg-new when the package was
+# unpacked without its configure step having run; adopt it.
+for f in /etc/libvirt/*.dpkg-new; do
+    [ -e "$f" ] && [ ! -e "${f%.dpkg-new}" ] && cp "$f" "${f%.dpkg-new}"
+done
+
+running() { pgrep -x "$1" >/dev/null; }
+running virtlogd || { log "starting virtlogd"; virtlogd -d; }
+running libvirtd || { log "starting libvirtd"; libvirtd -d; }
+
+# Wait (with a deadline) until the daemon answers.
+deadline=$((SECONDS + 30))
+until virsh -c qemu:///system version >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+        log "libvirtd did not answer on qemu:///system within 30 s"
+        exit 1
+    fi
+    sleep 0.2
+done
+virsh -c qemu:///system version | sed 's/^/setup-host: /' >&2
