@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import subprocess
 import time
 
 from lxml import etree
@@ -33,6 +32,7 @@ from lxml import etree
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import qemuimg
 
 LOG = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def _free_mib(path):
 def _overlay_name(current, image_id):
     stem, _ = os.path.splitext(current)
     return '%s.ls-%s.qcow2' % (stem, image_id[:8])
-
-
-def _run(cmd):
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as e:
-        raise exception.LiveSnapshotError(
-            '%s failed: %s' % (' '.join(cmd[:2]), e.stderr.strip())) from None
 
 
 def _plan_memory(conf, writer, memory_mib):
@@ -108,7 +100,7 @@ def _chain_bytes(path):
     """Bytes allocated by an image and its backing chain (an upper bound for
     a flattened copy of it)."""
     return sum(layer.get('actual-size', 0)
-               for layer in liveimage.qemu_img_info(path, chain=True))
+               for layer in qemuimg.info(path, chain=True))
 
 
 def _snapshot_live(host, guest, memory_path, overlays):
@@ -125,8 +117,7 @@ def _snapshot_save(host, guest, memory_path, overlays, frozen):
     guest.save(memory_path)
     try:
         for dev, overlay in overlays.items():
-            _run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2',
-                  '-b', frozen[dev], overlay])
+            qemuimg.create_overlay(frozen[dev], overlay)
         root = domainxml.parse(host.save_image_xml(memory_path),
                                'save image of %s' % guest.name)
         for disk in root.findall("devices/disk[@type='file']"):
@@ -211,8 +202,7 @@ def capture(host, store, domain, name, conf):
                 'one disk, the domain has %d' % (liveimage.FORMAT_VERSION,
                                                  len(frozen)))
         (frozen_disk,) = frozen.values()
-        _run(['qemu-img', 'convert', '-U', '-O', 'qcow2', frozen_disk,
-              writer.disk_path])
+        qemuimg.convert(frozen_disk, writer.disk_path)
         if staged:
             mem_sha, mem_size = liveimage.sha256_file(memory_path,
                                                       writer.memory_path)
@@ -221,7 +211,7 @@ def capture(host, store, domain, name, conf):
             os.chmod(writer.memory_path, 0o600)
             mem_sha, mem_size = liveimage.sha256_file(writer.memory_path)
         disk_sha, disk_size = liveimage.sha256_file(writer.disk_path)
-        disk_info = liveimage.qemu_img_info(writer.disk_path)
+        disk_info = qemuimg.info(writer.disk_path)
         duration = time.monotonic() - started
         manifest = liveimage.build_manifest(
             image_id=writer.id, name=name,

@@ -22,13 +22,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 import uuid as uuidlib
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
 LOG = logging.getLogger(__name__)
@@ -239,10 +239,7 @@ class CloneManager:
             if reasons:
                 raise exception.IncompatibleImage(image=image.name,
                                                   reasons='; '.join(reasons))
-            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2',
-                            '-F', 'qcow2', '-b', image.disk_path,
-                            spec.disk_path], check=True, capture_output=True,
-                           text=True)
+            qemuimg.create_overlay(image.disk_path, spec.disk_path)
             save = verified.save
             header = saveimage.encode(
                 xml, save.cookie, was_running=True,
@@ -280,24 +277,20 @@ class CloneManager:
             LOG.info('Spawned clone %s of %s in %.2f s', name, image.name,
                      clone.spawn_s)
             return clone
-        except (exception.LiveSnapshotError, OSError,
-                subprocess.CalledProcessError) as e:
+        except (exception.LiveSnapshotError, OSError) as e:
             self._remove(name)
             if isinstance(e, (exception.CloneSpawnFailed,
                               exception.IncompatibleImage)):
                 raise
-            reason = (e.stderr.strip() if isinstance(
-                e, subprocess.CalledProcessError) else str(e))
             raise exception.CloneSpawnFailed(name=name, image=image.name,
-                                             reason=reason) from e
+                                             reason=str(e)) from e
 
     # Destroying --------------------------------------------------------------
 
     def _remove(self, name):
         guest = self.host.find(name)
         if guest is not None:
-            guest.destroy()
-            guest.undefine()
+            guest.remove()
         shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
     def destroy(self, name):

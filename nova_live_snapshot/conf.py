@@ -94,6 +94,16 @@ Related options:
                      'restore (seconds).'),
         ],
         help='How a running domain is captured.'),
+    cfg.StrOpt(
+        'qemu_group',
+        default='libvirt-qemu',
+        help="""
+The group libvirt runs QEMU processes in (``group`` in libvirt's qemu.conf).
+
+Frozen disks of live images are made readable by this group, because clones
+open them as backing files; memory files and manifests stay owner-only. When
+the group does not exist (QEMU runs as root), frozen disks stay mode 0600.
+"""),
     cfg.IntOpt(
         'restore_timeout',
         default=120,

@@ -21,7 +21,7 @@ class Engine:
         """:param conf: the ``[live_snapshot]`` group (``CONF.live_snapshot``)."""
         self.conf = conf
         self.host = host or host_mod.Host(conf.connection_uri)
-        self.images = liveimage.ImageStore(conf.image_dir)
+        self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
         self.clones = clone_mod.CloneManager(self.host, conf.clone_dir,
                                              conf.restore_timeout)
         self.images.remove_stale_partials()

@@ -120,17 +120,29 @@ class Guest:
     # Lifecycle ---------------------------------------------------------------
 
     def destroy(self):
-        """Stop the domain at once if it runs."""
+        """Stop the domain at once if it runs; a transient domain is gone
+        afterwards."""
         with _errors('destroy %s' % self._name, self):
             if self.domain.isActive():
                 self.domain.destroy()
 
     def undefine(self):
+        """Remove a persistent domain's definition (no-op when transient)."""
         with _errors('undefine %s' % self._name, self):
             if self.domain.isPersistent():
                 self.domain.undefineFlags(
                     libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+    def remove(self):
+        """Destroy and undefine, tolerating a domain that is already gone."""
+        try:
+            persistent = self.is_persistent()
+            self.destroy()
+            if persistent:
+                self.undefine()
+        except exception.DomainNotFound:
+            pass
 
     # Guest agent -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid as uuidlib
 
 import libvirt
 import libvirt_qemu
@@ -36,6 +37,9 @@ def _start_event_loop():
     with _event_loop_lock:
         if _event_loop_started:
             return
+        # libvirt prints every error to stderr by default; ours are raised
+        # as exceptions carrying the same message instead.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         libvirt.virEventRegisterDefaultImpl()
 
         def run():
@@ -48,6 +52,14 @@ def _start_event_loop():
 
 
 _NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN}
+
+
+def _is_uuid(text):
+    try:
+        uuidlib.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
 
 
 @contextlib.contextmanager
@@ -133,9 +145,9 @@ class Host:
         """:raises DomainNotFound:"""
         conn = self.get_connection()
         with translate_errors('look up domain', domain=name_or_uuid):
-            try:
+            if _is_uuid(name_or_uuid):
                 dom = conn.lookupByUUIDString(name_or_uuid)
-            except libvirt.libvirtError:
+            else:
                 dom = conn.lookupByName(name_or_uuid)
         return guest_mod.Guest(dom)
 

@@ -21,6 +21,7 @@ the image.
 
 import dataclasses
 import datetime
+import grp
 import hashlib
 import json
 import os
@@ -28,13 +29,13 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 import uuid as uuidlib
 
 import jsonschema
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
 __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
@@ -154,17 +155,6 @@ def sha256_file(path, dest=None):
             if out is not None:
                 out.close()
     return digest.hexdigest(), size
-
-
-def qemu_img_info(path, chain=False):
-    """``qemu-img info --output=json`` of ``path`` (``-U``: the image may be
-    open read-only in a running QEMU)."""
-    cmd = ['qemu-img', 'info', '-U', '--output=json']
-    if chain:
-        cmd.append('--backing-chain')
-    out = subprocess.run(cmd + [path], check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +308,8 @@ class ImageWriter:
         for fname in (MEMORY, DISK):
             fpath = os.path.join(self.path, fname)
             os.chmod(fpath, 0o600)
+            if fname == DISK:
+                self.store.share_with_qemu(fpath, 0o640)
             fd = os.open(fpath, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -330,6 +322,7 @@ class ImageWriter:
             f.write(manifest.to_json())
             f.flush()
             os.fsync(f.fileno())
+        self.store.share_with_qemu(self.path, 0o750)
         _fsync_dir(self.path)
         final = self.store.image_path(self.name)
         # rename() onto an existing empty directory would succeed: make sure
@@ -349,12 +342,30 @@ class ImageWriter:
 class ImageStore:
     """The live images of this host, in one directory."""
 
-    def __init__(self, root):
+    def __init__(self, root, qemu_group=None):
+        """:param qemu_group: the group libvirt runs QEMU in; it is given
+            read access to frozen disks (clones open them as backing files)
+            and to nothing else. None when QEMU runs as root.
+        """
         self.root = root
+        self.qemu_gid = None
+        if qemu_group:
+            try:
+                self.qemu_gid = grp.getgrnam(qemu_group).gr_gid
+            except KeyError:
+                self.qemu_gid = None
         os.makedirs(root, mode=0o700, exist_ok=True)
-        # QEMU (possibly not root) must traverse into an image directory to
-        # open a frozen disk as a clone's backing file; it cannot list it.
+        # QEMU must traverse into an image directory to open a frozen disk;
+        # it cannot list the store.
         os.chmod(root, 0o711)
+
+    def share_with_qemu(self, path, mode):
+        """Give the QEMU group ``mode`` on ``path``; owner-only otherwise."""
+        if self.qemu_gid is None:
+            os.chmod(path, mode & 0o700)
+            return
+        os.chown(path, -1, self.qemu_gid)
+        os.chmod(path, mode)
 
     def image_path(self, name):
         self.check_name(name)
@@ -499,10 +510,9 @@ class ImageStore:
                           % '; '.join(mismatches))
 
         try:
-            info = qemu_img_info(image.disk_path)
-        except subprocess.CalledProcessError as e:
-            raise invalid('qemu-img cannot read the frozen disk: %s'
-                          % e.stderr.strip()) from None
+            info = qemuimg.info(image.disk_path)
+        except exception.LiveSnapshotError as e:
+            raise invalid('the frozen disk is unreadable: %s' % e) from None
         if info.get('format') != 'qcow2':
             raise invalid('the frozen disk is %s, not qcow2' % info.get('format'))
         # A backing file or external data file would let the image pick a

@@ -13,11 +13,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import qemuimg
 
 __all__ = ['TestGuest', 'WorkloadState', 'read_workload', 'wait_ready']
 
@@ -91,14 +91,12 @@ class TestGuest:
         spec = self.spec(name)
         path = os.path.dirname(spec.disk_path)
         os.makedirs(path, mode=0o711, exist_ok=True)
-        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
-                        'qcow2', '-b', self.disk, spec.disk_path], check=True)
+        qemuimg.create_overlay(self.disk, spec.disk_path)
         return host.create(domainxml.render(spec))
 
     def remove(self, host, name):
         """Destroy source ``name`` and remove its files."""
         guest = host.find(name)
         if guest is not None:
-            guest.destroy()
-            guest.undefine()
+            guest.remove()
         shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)

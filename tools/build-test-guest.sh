@@ -32,6 +32,8 @@ outdir=${outdir%/}
 deb_cache=$cache_root/debs
 
 DISK_NAME=busybox-guest.qcow2
+# Every time stamp in the outputs (FAT can store nothing before 1980).
+export SOURCE_DATE_EPOCH=1700000000
 DISK_MIB=64
 MEMORY_MIB=128
 VCPUS=1
@@ -110,7 +112,7 @@ for t in "${!tool_pkg[@]}"; do
 done
 # syslinux --install writes the boot code of this package into the image.
 installed syslinux || need+=(syslinux)
-[ ${#need[@]} -eq 0 ] || install_missing $(printf '%s\n' "${need[@]}" | sort -u)
+[ ${#need[@]} -eq 0 ] || install_missing "${need[@]}"
 
 # --- Which packages ----------------------------------------------------------
 debs=()     # "pkg version arch" of each package unpacked into the image
@@ -131,7 +133,7 @@ resolve_debs() {
     done
     # The kernel that the linux-image-amd64 metapackage currently depends
     # on; the metapackage pins its exact version with "(= VERSION)".
-    entry=$(echo "${p_deps[linux-image-amd64]:-}" | tr ',|' '\n\n' \
+    entry=$(echo "${p_deps[linux-image-amd64]:-}" | sed 's/[,|]/\n/g' \
         | sed 's/^ *//' | grep -m1 '^linux-image-.*-amd64\b' || true)
     kernel_pkg=${entry%% *}
     [ -n "$kernel_pkg" ] || die "cannot tell which kernel linux-image-amd64 depends on"
@@ -252,8 +254,9 @@ dpkg-deb -x "$(deb_file qemu-guest-agent)" "$work/qga"
 bb=$work/busybox/bin/busybox
 [ -x "$bb" ] || die "busybox-static has no bin/busybox"
 
-kdir=$(ls -d "$work"/kernel/lib/modules/*/ 2>/dev/null | head -n 1)
-[ -n "$kdir" ] || die "$kernel_pkg has no lib/modules/<version>"
+kdirs=("$work"/kernel/lib/modules/*)
+[ -d "${kdirs[0]}" ] || die "$kernel_pkg has no lib/modules/<version>"
+kdir=${kdirs[0]}
 kver=$(basename "$kdir")
 vmlinuz=$work/kernel/boot/vmlinuz-$kver
 [ -f "$vmlinuz" ] || die "$kernel_pkg has no boot/vmlinuz-$kver"
@@ -363,20 +366,28 @@ printf '%s\n' "${load[@]}" >"$root/etc/initrd-modules"
 log "modules: ${ordered[*]##*/}"
 
 log "packing initramfs"
-# newc with every file owned by root, whoever builds; gzip because the kernel
-# unpacks it faster than xz under TCG, at a few MB more on the disk.
+# Reproducible: fixed mtimes, sorted names, renumbered inodes, no gzip time
+# stamp, every file owned by root whoever builds. Same inputs, same bytes, so
+# a rebuild after a change that does not touch the guest gives the very same
+# disk under any overlay that still uses it.
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+# gzip, not xz: see tools/guest/README.
 (cd "$root" && find . | LC_ALL=C sort \
-    | cpio -o -H newc -R 0:0 --quiet) | gzip -9 -n >"$stage/initrd.img"
+    | cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$stage/initrd.img"
 cp "$vmlinuz" "$stage/vmlinuz"
+cp "$guest_src/syslinux.cfg" "$work/syslinux.cfg"
+touch -d "@$SOURCE_DATE_EPOCH" "$stage/vmlinuz" "$stage/initrd.img" "$work/syslinux.cfg"
 
 # --- Boot disk -----------------------------------------------------------------
 log "making the ${DISK_MIB} MiB vfat boot disk"
 export MTOOLS_SKIP_CHECK=1
 fat=$work/disk.raw
-mkfs.vfat -n NLSGUEST -C "$fat" $((DISK_MIB * 1024)) >&2
-mcopy -i "$fat" "$stage/vmlinuz" ::vmlinuz
-mcopy -i "$fat" "$stage/initrd.img" ::initrd.img
-mcopy -i "$fat" "$guest_src/syslinux.cfg" ::syslinux.cfg
+# --invariant, mcopy -m and SOURCE_DATE_EPOCH (which mtools honours): no
+# random volume id, no build-time time stamps.
+mkfs.vfat --invariant -n NLSGUEST -C "$fat" $((DISK_MIB * 1024)) >&2
+mcopy -m -i "$fat" "$stage/vmlinuz" ::vmlinuz
+mcopy -m -i "$fat" "$stage/initrd.img" ::initrd.img
+mcopy -m -i "$fat" "$work/syslinux.cfg" ::syslinux.cfg
 # The mtools-based installer: writes the boot sector and ldlinux.sys into a
 # filesystem image file, no loop device or mount needed.
 syslinux --install "$fat"

@@ -27,6 +27,15 @@ getent group kvm >/dev/null || groupadd -r kvm
 getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
 getent passwd libvirt-qemu >/dev/null \
     || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+# What Debian's udev rule does: /dev/kvm belongs to group kvm. Guests here
+# run under TCG (nested KVM hangs), but libvirtd probes QEMU's capabilities
+# as root (KVM found) and then validates the cached result as the QEMU user:
+# if that user cannot open /dev/kvm the cache is judged stale on every
+# lookup and QEMU is re-probed for seconds on every domain definition.
+if [ -c /dev/kvm ]; then
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
+fi
 mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
 
 # Debian ships the stock configuration as *.dpkg-new when the package was
@@ -35,9 +44,25 @@ for f in /etc/libvirt/*.dpkg-new; do
     [ -e "$f" ] && [ ! -e "${f%.dpkg-new}" ] && cp "$f" "${f%.dpkg-new}"
 done
 
+# PID 1 on these machines does not reap orphans. libvirt daemonizes QEMU
+# (double fork), so every QEMU that exits, including the short-lived ones
+# libvirtd starts to probe capabilities, would stay a zombie; libvirtd then
+# waits for a probe process that never disappears while holding its
+# capabilities lock, and every domain definition hangs behind it. Running the
+# daemons under `tini -s` (a child subreaper) makes orphans tini's to reap.
 running() { pgrep -x "$1" >/dev/null; }
-running virtlogd || { log "starting virtlogd"; virtlogd -d; }
-running libvirtd || { log "starting libvirtd"; libvirtd -d; }
+start_reaped() {
+    local name=$1; shift
+    log "starting $name under tini"
+    setsid tini -s -- "$@" </dev/null >>"/var/log/libvirt/$name.out" 2>&1 &
+}
+running virtlogd || start_reaped virtlogd virtlogd
+running libvirtd || start_reaped libvirtd libvirtd
+for d in virtlogd libvirtd; do
+    pid=$(pgrep -xo "$d" || true)
+    parent=$([ -n "$pid" ] && ps -o comm= -p "$(ps -o ppid= -p "$pid")" || true)
+    [ "$parent" = tini ] || log "warning: $d (pid ${pid:-none}) does not run under tini; QEMU processes it starts will not be reaped: stop it and rerun this script"
+done
 
 # Wait (with a deadline) until the daemon answers.
 deadline=$((SECONDS + 30))
