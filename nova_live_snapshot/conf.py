@@ -123,8 +123,11 @@ Where ``tools/build-test-guest.sh`` put the small test guest that
 
 
 def register_opts(conf=CONF):
-    conf.register_group(GROUP)
-    conf.register_opts(ENGINE_OPTS + TESTBED_OPTS, group=GROUP)
+    # A group object of its own per ConfigOpts: oslo.config keeps overrides
+    # in the group object, so sharing GROUP would leak them between configs.
+    group = cfg.OptGroup(GROUP.name, title=GROUP.title, help=GROUP.help)
+    conf.register_group(group)
+    conf.register_opts(ENGINE_OPTS + TESTBED_OPTS, group=group)
 
 
 def list_opts():

@@ -136,13 +136,13 @@ def read(fileobj, file_size, origin='memory image'):
     if version != VERSION:
         raise _invalid(origin, 'save-image version %d is not supported (only '
                                'version %d, little-endian)' % (version, VERSION))
-    if data_len > MAX_DATA_LEN:
-        raise _invalid(origin, 'header data_len %d exceeds the %d-byte limit'
-                       % (data_len, MAX_DATA_LEN))
     if HEADER_SIZE + data_len >= file_size:
         raise _invalid(origin, 'header data_len %d points past the end of the '
                                'file (%d bytes), leaving no QEMU stream'
                        % (data_len, file_size))
+    if data_len > MAX_DATA_LEN:
+        raise _invalid(origin, 'header data_len %d exceeds the %d-byte limit'
+                       % (data_len, MAX_DATA_LEN))
     if was_running not in (0, 1):
         raise _invalid(origin, 'header was_running is %d, not 0 or 1'
                        % was_running)

@@ -86,13 +86,13 @@ class TestGuest:
             memory_mib=int(self.meta.get('memory_mib', 128)),
             vcpus=int(self.meta.get('vcpus', 1)))
 
-    def boot(self, host, name):
+    def boot(self, host, name, paused=False):
         """Start a transient source domain ``name``; returns its Guest."""
         spec = self.spec(name)
         path = os.path.dirname(spec.disk_path)
         os.makedirs(path, mode=0o711, exist_ok=True)
         qemuimg.create_overlay(self.disk, spec.disk_path)
-        return host.create(domainxml.render(spec))
+        return host.create(domainxml.render(spec), paused=paused)
 
     def remove(self, host, name):
         """Destroy source ``name`` and remove its files."""

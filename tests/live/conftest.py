@@ -1,0 +1,180 @@
+"""Fixtures for tests on a real libvirtd with real TCG guests.
+
+They need root, libvirtd on ``qemu:///system`` and the test guest built by
+``tools/build-test-guest.sh``; ``make test`` provides all three and sets
+``NLS_REQUIRE_LIVE=1`` so that a missing piece fails the run instead of
+skipping it.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+from oslo_config import cfg
+
+from nova_live_snapshot import conf as conf_mod
+from nova_live_snapshot import engine as engine_mod
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import testbed
+
+CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if 'tests/live' in str(item.fspath):
+            item.add_marker(pytest.mark.live)
+
+
+def _unavailable(reason):
+    if os.environ.get('NLS_REQUIRE_LIVE') == '1':
+        pytest.fail('live test bed unavailable: %s' % reason, pytrace=False)
+    pytest.skip(reason)
+
+
+class Bed:
+    """One test session's directories, configuration, engine and guest.
+
+    Everything lives under a fresh directory in /var/tmp (QEMU, which may not
+    run as root, must be able to traverse it) and a fresh staging directory
+    in /dev/shm; both are removed at the end.
+    """
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:8]
+        self.tag = tag
+        self.root = '/var/tmp/nls-live-%s' % tag
+        os.makedirs(self.root, mode=0o711)
+        os.chmod(self.root, 0o711)
+        self.staging = '/dev/shm/nls-live-%s' % tag
+        self.conf = self.make_conf()
+        self.engine = engine_mod.Engine(self.conf.live_snapshot)
+        self.host = self.engine.host
+        self.guest_image = testbed.TestGuest(
+            os.path.join(CACHE, 'guest'), os.path.join(self.root, 'sources'))
+        self.mounts = []
+
+    def make_conf(self, **overrides):
+        conf = cfg.ConfigOpts()
+        conf_mod.register_opts(conf)
+        conf([], project='nova-live-snapshot', default_config_files=[])
+        values = {'image_dir': os.path.join(self.root, 'images'),
+                  'clone_dir': os.path.join(self.root, 'clones'),
+                  'staging_dir': self.staging,
+                  'test_guest_dir': os.path.join(CACHE, 'guest')}
+        values.update(overrides)
+        for key, value in values.items():
+            conf.set_override(key, value, group='live_snapshot')
+        return conf
+
+    def engine_with(self, **overrides):
+        return engine_mod.Engine(self.make_conf(**overrides).live_snapshot,
+                                 host=self.host)
+
+    def name(self, what):
+        return 'nlst-%s-%s-%s' % (self.tag, what, uuid.uuid4().hex[:4])
+
+    def boot(self, what='src'):
+        name = self.name(what)
+        guest = self.guest_image.boot(self.host, name)
+        testbed.wait_ready(guest, timeout=180)
+        return guest
+
+    def spawn(self, image, count=1, engine=None):
+        """Spawn clones named after this session so cleanup finds them."""
+        eng = engine or self.engine
+        return eng.spawn(image, count=count,
+                         prefix='nlst-%s-clone' % self.tag)
+
+    def destroy_all(self, clones, engine=None):
+        eng = engine or self.engine
+        for clone in clones:
+            eng.destroy(clone.name)
+
+    def tmpfs(self, name, size):
+        """Mount a small tmpfs of ``size`` (e.g. '8m') under the bed."""
+        path = os.path.join(self.root, name)
+        os.makedirs(path, mode=0o711, exist_ok=True)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0711'
+                        % size, 'tmpfs', path], check=True)
+        self.mounts.append(path)
+        return path
+
+    def our_domains(self):
+        return sorted(n for n in self.host.domain_names()
+                      if n.startswith('nlst-%s-' % self.tag))
+
+    def leftovers(self):
+        """Files that must not outlive an operation."""
+        found = glob.glob(os.path.join(self.root, '**', '*.fifo'),
+                          recursive=True)
+        found += glob.glob(os.path.join(self.root, 'images', '.partial-*'))
+        if os.path.isdir(self.staging):
+            found += [os.path.join(self.staging, e)
+                      for e in os.listdir(self.staging)]
+        return found
+
+    def close(self):
+        for name in self.host.domain_names():
+            if name.startswith('nlst-%s-' % self.tag) or name.startswith(
+                    'nlst-%s' % self.tag):
+                try:
+                    self.host.lookup(name).remove()
+                except exception.DomainNotFound:
+                    pass
+        for path in reversed(self.mounts):
+            subprocess.run(['umount', path], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def bed():
+    if os.geteuid() != 0:
+        _unavailable('live tests need root')
+    if not os.path.exists(os.path.join(CACHE, 'guest', 'guest.json')):
+        _unavailable('test guest not built in %s/guest '
+                     '(tools/build-test-guest.sh)' % CACHE)
+    try:
+        host_mod.Host().get_connection()
+    except exception.HypervisorError as e:
+        _unavailable('libvirtd unavailable: %s' % e)
+    b = Bed()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope='session')
+def source(bed):
+    """A running test guest whose workload is ready (shared, never stopped
+    by a test)."""
+    return bed.boot('src')
+
+
+@pytest.fixture(scope='session')
+def golden(bed, source):
+    """A live image of ``source`` captured in the default (live) mode, with
+    the workload state read just before and just after the capture."""
+    before = testbed.read_workload(source)
+    result = bed.engine.capture(source.name, 'golden-' + bed.tag)
+    after = testbed.read_workload(source)
+    return result, before, after
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """After every live test: no FIFO, staging or partial file remains, and
+    no domain of the test remains unless a session fixture owns it."""
+    if 'bed' not in request.fixturenames:
+        yield
+        return
+    b = request.getfixturevalue('bed')
+    before = set(b.our_domains())
+    yield
+    assert b.leftovers() == []
+    clones = {c.name for c in b.engine.clones.list()}
+    assert set(b.our_domains()) - before - clones == set()

@@ -1,0 +1,120 @@
+"""Rendering a clone's XML, reading facts from untrusted XML, comparing them."""
+
+import re
+
+import pytest
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+
+
+def _spec(**kw):
+    kw.setdefault('name', 'clone-1')
+    kw.setdefault('disk_path', '/srv/clones/clone-1/disk.qcow2')
+    kw.setdefault('console_log', '/srv/clones/clone-1/console.log')
+    return domainxml.DomainSpec(**kw)
+
+
+def test_render_then_facts_round_trip():
+    spec = _spec(memory_mib=256, vcpus=2, machine='pc-i440fx-7.2')
+    facts = domainxml.facts(domainxml.render(spec), 'test')
+    assert facts.name == 'clone-1'
+    assert facts.uuid == spec.uuid
+    assert facts.memory_kib == 256 * 1024
+    assert facts.vcpus == 2
+    assert facts.machine == 'pc-i440fx-7.2'
+    assert facts.arch == 'x86_64'
+    assert facts.disks == (('vda', 'virtio'),)
+    assert facts.nics == (('virtio', spec.mac),)
+    assert facts.genid == spec.genid
+    assert facts.has_agent
+
+
+def test_rendered_host_paths_come_only_from_the_spec():
+    xml = domainxml.render(_spec())
+    paths = set(re.findall(r"(?:file|path)=['\"]([^'\"]+)", xml))
+    assert paths == {'/srv/clones/clone-1/disk.qcow2',
+                     '/srv/clones/clone-1/console.log'}
+
+
+def test_each_spec_gets_a_new_identity():
+    a, b = _spec(), _spec()
+    assert len({a.uuid, b.uuid}) == 2
+    assert len({a.genid, b.genid}) == 2
+    assert a.mac != b.mac
+
+
+def test_random_mac_is_locally_administered_qemu_range():
+    for _ in range(50):
+        mac = domainxml.random_mac()
+        assert re.fullmatch(r'52:54:00(:[0-9a-f]{2}){3}', mac)
+
+
+def test_memory_units_are_converted():
+    xml = ("<domain><name>x</name><memory unit='MiB'>512</memory>"
+           "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>"
+           "</os></domain>")
+    assert domainxml.facts(xml, 't').memory_kib == 512 * 1024
+
+
+def test_compare_names_every_difference():
+    image = domainxml.facts(domainxml.render(_spec(machine='pc-i440fx-7.2')),
+                            'image')
+    clone = domainxml.facts(domainxml.render(_spec(
+        memory_mib=256, vcpus=2, machine='pc-i440fx-8.0')), 'clone')
+    reasons = domainxml.compare(image, clone)
+    assert len(reasons) == 3
+    assert any('128 MiB' in r and '256 MiB' in r for r in reasons)
+    assert any('vCPUs' in r for r in reasons)
+    assert any('pc-i440fx-8.0' in r for r in reasons)
+
+
+def test_compare_ignores_identity_and_paths():
+    image = domainxml.facts(domainxml.render(_spec()), 'image')
+    clone = domainxml.facts(domainxml.render(_spec(
+        name='other', disk_path='/x', console_log='/y')), 'clone')
+    assert domainxml.compare(image, clone) == []
+
+
+def test_compare_detects_other_devices():
+    base = domainxml.render(_spec())
+    two_nics = base.replace('</devices>', "<interface type='user'>"
+                            "<model type='e1000'/></interface></devices>")
+    reasons = domainxml.compare(domainxml.facts(base, 'a'),
+                                domainxml.facts(two_nics, 'b'))
+    assert reasons and 'NIC models' in reasons[0]
+
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+<domain><name>&lol2;</name></domain>"""
+
+
+@pytest.mark.parametrize('xml, message', [
+    (BILLION_LAUGHS, 'DOCTYPE|not well-formed'),
+    ('<domain><name>x</name>', 'not well-formed'),
+    ('<network/>', 'not <domain>'),
+    ('<domain><name>x</name></domain>', 'no <memory>'),
+    ("<domain><memory unit='parsec'>1</memory></domain>", 'unknown memory'),
+    ("<domain><memory>lots</memory></domain>", 'not an integer'),
+    ('<domain>' + ' ' * (2 * 1024 * 1024) + '</domain>', 'limit'),
+])
+def test_untrusted_xml_is_refused(xml, message):
+    with pytest.raises(exception.UnsafeDomainXML, match=message):
+        domainxml.facts(xml, 'crafted image')
+
+
+def test_external_entities_are_not_resolved():
+    xml = ('<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           '<domain><name>&x;</name></domain>')
+    with pytest.raises(exception.UnsafeDomainXML):
+        domainxml.facts(xml, 'crafted image')
+
+
+def test_cookie_allow_list():
+    domainxml.check_cookie('', 'c')
+    domainxml.check_cookie('<cookie><cpu mode="custom"/></cookie>', 'c')
+    with pytest.raises(exception.UnsafeDomainXML, match='not <cookie>'):
+        domainxml.check_cookie('<qemu-migration/>', 'c')
+    with pytest.raises(exception.UnsafeDomainXML, match='unexpected'):
+        domainxml.check_cookie('<cookie><disk/></cookie>', 'c')
