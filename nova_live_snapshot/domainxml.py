@@ -126,12 +126,11 @@ def render(spec):
     nic = _sub(devices, 'interface', type='user')
     _sub(nic, 'mac', address=spec.mac)
     _sub(nic, 'model', type='virtio')
+    # append: libvirt would otherwise truncate the log when the domain is
+    # restored (save-mode capture), losing the source's console history.
     serial = _sub(devices, 'serial', type='file')
-    _sub(serial, 'source', path=spec.console_log)
+    _sub(serial, 'source', path=spec.console_log, append='on')
     _sub(serial, 'target', port=0)
-    console = _sub(devices, 'console', type='file')
-    _sub(console, 'source', path=spec.console_log)
-    _sub(console, 'target', type='serial', port=0)
     channel = _sub(devices, 'channel', type='unix')
     _sub(channel, 'target', type='virtio', name=AGENT_CHANNEL)
     rng = _sub(devices, 'rng', model='virtio')
