@@ -131,7 +131,7 @@ def register_opts(conf=CONF):
 
 
 def list_opts():
-    return {GROUP: ENGINE_OPTS + TESTBED_OPTS}
+    return [(GROUP, ENGINE_OPTS + TESTBED_OPTS)]
 
 
 register_opts()

@@ -157,6 +157,11 @@ def sha256_file(path, dest=None):
     return digest.hexdigest(), size
 
 
+def _key(name):
+    return property(lambda self: self.data[name],
+                    doc='``%s`` of the manifest' % name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """The parsed, schema-checked ``manifest.json``."""
@@ -183,29 +188,12 @@ class Manifest:
     def to_json(self):
         return json.dumps(self.data, indent=2, sort_keys=True) + '\n'
 
-    @property
-    def id(self):
-        return self.data['id']
-
-    @property
-    def name(self):
-        return self.data['name']
-
-    @property
-    def source(self):
-        return self.data['source']
-
-    @property
-    def host(self):
-        return self.data['host']
-
-    @property
-    def capture(self):
-        return self.data['capture']
-
-    @property
-    def files(self):
-        return self.data['files']
+    id = _key('id')
+    name = _key('name')
+    source = _key('source')
+    host = _key('host')
+    capture = _key('capture')
+    files = _key('files')
 
 
 @dataclasses.dataclass(frozen=True)

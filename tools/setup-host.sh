@@ -60,7 +60,8 @@ running virtlogd || start_reaped virtlogd virtlogd
 running libvirtd || start_reaped libvirtd libvirtd
 for d in virtlogd libvirtd; do
     pid=$(pgrep -xo "$d" || true)
-    parent=$([ -n "$pid" ] && ps -o comm= -p "$(ps -o ppid= -p "$pid")" || true)
+    ppid=$([ -n "$pid" ] && ps -o ppid= -p "$pid" | tr -d ' ' || true)
+    parent=$([ -n "$ppid" ] && ps -o comm= -p "$ppid" || true)
     [ "$parent" = tini ] || log "warning: $d (pid ${pid:-none}) does not run under tini; QEMU processes it starts will not be reaped: stop it and rerun this script"
 done
 
