@@ -196,8 +196,20 @@ class Manifest:
     files = _key('files')
 
 
+class _ImageFiles:
+    """Where an image's files are, for anything with a ``path``."""
+
+    @property
+    def memory_path(self):
+        return os.path.join(self.path, MEMORY)
+
+    @property
+    def disk_path(self):
+        return os.path.join(self.path, DISK)
+
+
 @dataclasses.dataclass(frozen=True)
-class LiveImage:
+class LiveImage(_ImageFiles):
     """A published live image: where it is and what its manifest says."""
 
     path: str
@@ -210,14 +222,6 @@ class LiveImage:
     @property
     def id(self):
         return self.manifest.id
-
-    @property
-    def memory_path(self):
-        return os.path.join(self.path, MEMORY)
-
-    @property
-    def disk_path(self):
-        return os.path.join(self.path, DISK)
 
     @property
     def memory_mib(self):
@@ -267,7 +271,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-class ImageWriter:
+class ImageWriter(_ImageFiles):
     """A live image being written: files go into a ``.partial-*`` directory
     that becomes the image only in :meth:`commit`."""
 
@@ -282,14 +286,6 @@ class ImageWriter:
         with open(os.path.join(self.path, 'writer.pid'), 'w') as f:
             f.write(str(os.getpid()))
         self.committed = False
-
-    @property
-    def memory_path(self):
-        return os.path.join(self.path, MEMORY)
-
-    @property
-    def disk_path(self):
-        return os.path.join(self.path, DISK)
 
     def commit(self, manifest):
         """Publish: fsync the files, write the manifest, rename into place."""
