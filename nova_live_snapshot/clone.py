@@ -28,6 +28,7 @@ import uuid as uuidlib
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import identity
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
@@ -49,6 +50,7 @@ class Clone:
     image: str
     path: str
     spawn_s: float = None
+    identity: dict = None
 
     @property
     def overlay(self):
@@ -141,10 +143,13 @@ class _Feeder(threading.Thread):
 class CloneManager:
     """The clones of this host, one directory each under ``clone_dir``."""
 
-    def __init__(self, host, clone_dir, restore_timeout=120):
+    def __init__(self, host, clone_dir, restore_timeout=120,
+                 require_agent=True, agent_timeout=30):
         self.host = host
         self.root = clone_dir
         self.restore_timeout = restore_timeout
+        self.require_agent = require_agent
+        self.agent_timeout = agent_timeout
         os.makedirs(clone_dir, mode=0o711, exist_ok=True)
 
     # Records -----------------------------------------------------------------
@@ -181,11 +186,16 @@ class CloneManager:
             if name not in taken:
                 return name
 
-    def spawn(self, verified, count=1, prefix=None):
-        """Spawn ``count`` clones of a verified image, concurrently.
+    def spawn(self, verified, count=1, prefix=None, exact_copy=False):
+        """Spawn ``count`` clones of a verified image, concurrently, each
+        re-identified through its guest agent (:mod:`identity`).
 
         All or nothing: if one clone fails, the others of the batch are
         destroyed and the first error is raised.
+
+        :param exact_copy: keep the image's generation ID and skip
+            re-identification: clones that share every secret of the source.
+            For debugging, and for proving what re-identification changes.
 
         :param verified: :class:`nova_live_snapshot.liveimage.VerifiedImage`
         :returns: a list of :class:`Clone`
@@ -201,7 +211,8 @@ class CloneManager:
             os.mkdir(os.path.join(self.root, names[-1]), 0o711)
         clones, errors = [], []
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-            futures = [pool.submit(self._spawn_one, verified, name)
+            futures = [pool.submit(self._spawn_one, verified, name,
+                                   exact_copy)
                        for name in names]
             for future in futures:
                 try:
@@ -214,21 +225,46 @@ class CloneManager:
             raise errors[0]
         return clones
 
-    def _spec(self, verified, name):
+    def _spec(self, verified, name, exact_copy):
         image = verified.image
         path = os.path.join(self.root, name)
-        return domainxml.DomainSpec(
+        spec = domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
             console_log=os.path.join(path, 'console.log'),
             memory_mib=image.memory_mib,
             vcpus=image.vcpus,
-            machine=image.machine)
+            machine=image.machine,
+            link_up=exact_copy)
+        if exact_copy and verified.domain.genid:
+            spec = spec.with_identity(genid=verified.domain.genid)
+        return spec
 
-    def _spawn_one(self, verified, name):
+    def _reidentify(self, verified, spec, guest):
+        old_mac = verified.domain.nics[0][1] if verified.domain.nics else None
+        new = identity.NewIdentity(
+            name=spec.name, uuid=spec.uuid, mac=spec.mac, old_mac=old_mac,
+            hostname=identity.hostname_for(spec.name))
+        report = identity.reset(guest, new,
+                                lambda: guest.set_link_up(spec.mac),
+                                agent_timeout=self.agent_timeout)
+        if not report.agent:
+            if self.require_agent:
+                raise exception.CloneSpawnFailed(
+                    name=spec.name, image=verified.image.name,
+                    reason='%s, so its identity (MAC, entropy, hostname, '
+                    'host keys) could not be reset; set [live_snapshot] '
+                    'require_guest_agent = false to spawn such clones anyway'
+                    % report.steps[0].detail)
+            LOG.warning('Clone %s runs with the identity of its source: %s',
+                        spec.name, report.steps[0].detail)
+            guest.set_link_up(spec.mac)
+        return report
+
+    def _spawn_one(self, verified, name, exact_copy=False):
         image = verified.image
         started = time.monotonic()
-        spec = self._spec(verified, name)
+        spec = self._spec(verified, name, exact_copy)
         path = os.path.dirname(spec.disk_path)
         fifo = os.path.join(path, 'restore.fifo')
         guest = None
@@ -266,10 +302,17 @@ class CloneManager:
                     name=name, image=image.name,
                     reason='feeding the memory stream: %s' % feeder.error)
             guest = self.host.lookup(name)
-            self.host.define(xml)
+            # The persistent definition has the link up: the next start is
+            # a boot, not a resume.
+            self.host.define(domainxml.render(spec.with_identity(
+                link_up=True)))
+            report = None
+            if not exact_copy:
+                report = self._reidentify(verified, spec, guest).to_dict()
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
                           genid=guest.genid(), image=image.name, path=path,
-                          spawn_s=round(time.monotonic() - started, 3))
+                          spawn_s=round(time.monotonic() - started, 3),
+                          identity=report)
             record = self._record_path(name)
             with open(record + '.tmp', 'w') as f:
                 json.dump(clone.to_dict(), f)

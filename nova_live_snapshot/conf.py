@@ -104,6 +104,27 @@ Frozen disks of live images are made readable by this group, because clones
 open them as backing files; memory files and manifests stay owner-only. When
 the group does not exist (QEMU runs as root), frozen disks stay mode 0600.
 """),
+    cfg.BoolOpt(
+        'require_guest_agent',
+        default=True,
+        help="""
+Refuse to spawn a clone whose guest agent does not answer.
+
+Without the QEMU guest agent a clone cannot be re-identified: it keeps its
+source's MAC inside the guest, its entropy pool state, hostname, SSH host
+keys and machine-id. With the default, such a spawn fails with a clear error
+and leaves nothing behind; set to false to spawn it anyway, with a warning
+and an identity report that says identity was not reset.
+
+Related options:
+
+* ``agent_timeout``
+"""),
+    cfg.IntOpt(
+        'agent_timeout',
+        default=30,
+        min=1,
+        help='Seconds to wait for a restored clone\'s guest agent to answer.'),
     cfg.IntOpt(
         'restore_timeout',
         default=120,

@@ -82,6 +82,9 @@ class DomainSpec:
     mac: str = dataclasses.field(default_factory=random_mac)
     genid: str = dataclasses.field(default_factory=lambda: str(uuidlib.uuid4()))
     disk_format: str = 'qcow2'
+    # Clones start with the link down so that nothing in the guest uses the
+    # network before the clone has its own identity.
+    link_up: bool = True
 
     def with_identity(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -126,6 +129,8 @@ def render(spec):
     nic = _sub(devices, 'interface', type='user')
     _sub(nic, 'mac', address=spec.mac)
     _sub(nic, 'model', type='virtio')
+    if not spec.link_up:
+        _sub(nic, 'link', state='down')
     # append: libvirt would otherwise truncate the log when the domain is
     # restored (save-mode capture), losing the source's console history.
     serial = _sub(devices, 'serial', type='file')

@@ -22,8 +22,10 @@ class Engine:
         self.conf = conf
         self.host = host or host_mod.Host(conf.connection_uri)
         self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
-        self.clones = clone_mod.CloneManager(self.host, conf.clone_dir,
-                                             conf.restore_timeout)
+        self.clones = clone_mod.CloneManager(
+            self.host, conf.clone_dir, conf.restore_timeout,
+            require_agent=conf.require_guest_agent,
+            agent_timeout=conf.agent_timeout)
         self.images.remove_stale_partials()
 
     def capture(self, domain, name):
@@ -43,9 +45,11 @@ class Engine:
         clone_mod.check_host(self.host, verified)
         return verified
 
-    def spawn(self, name, count=1, prefix=None):
-        """Spawn ``count`` clones of image ``name``; verifies it first."""
-        return self.clones.spawn(self.verify(name), count=count, prefix=prefix)
+    def spawn(self, name, count=1, prefix=None, exact_copy=False):
+        """Spawn ``count`` clones of image ``name``, each re-identified;
+        verifies the image first."""
+        return self.clones.spawn(self.verify(name), count=count, prefix=prefix,
+                                 exact_copy=exact_copy)
 
     def destroy(self, clone_name):
         self.clones.destroy(clone_name)

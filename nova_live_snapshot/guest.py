@@ -84,6 +84,24 @@ class Guest:
     def genid(self):
         return etree.fromstring(self.xml().encode()).findtext('genid')
 
+    def set_link_up(self, mac):
+        """Set the link of the NIC with ``mac`` up, in the running domain."""
+        root = etree.fromstring(self.xml().encode())
+        for nic in root.findall('devices/interface'):
+            if nic.find('mac') is not None and \
+                    nic.find('mac').get('address') == mac:
+                break
+        else:
+            raise exception.LiveSnapshotError(
+                'Domain %s has no interface with MAC %s' % (self._name, mac))
+        for link in nic.findall('link'):
+            nic.remove(link)
+        etree.SubElement(nic, 'link', state='up')
+        with _errors('set link up on %s' % self._name, self):
+            self.domain.updateDeviceFlags(
+                etree.tostring(nic, encoding='unicode'),
+                libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
     # Capture ---------------------------------------------------------------
 
     def snapshot_live(self, memory_path, overlays):
@@ -180,14 +198,15 @@ class Guest:
             chunks = []
             total = 0
             while total < limit:
-                part = self.agent_command('guest-file-read',
-                                          {'handle': handle, 'count': 65536})
+                part = self.agent_command(
+                    'guest-file-read',
+                    {'handle': handle, 'count': min(65536, limit - total)})
                 data = base64.b64decode(part.get('buf-b64', ''))
                 chunks.append(data)
                 total += len(data)
                 if part.get('eof') or not data:
                     break
-            return b''.join(chunks)
+            return b''.join(chunks)[:limit]
         finally:
             self.agent_command('guest-file-close', {'handle': handle})
 

@@ -286,6 +286,11 @@ install -m 0755 "$guest_src/workload" "$root/usr/bin/workload"
 install -m 0755 "$guest_src/udhcpc.script" "$root/usr/share/udhcpc/default.script"
 # qemu-ga's guest-get-osinfo reads /etc/os-release.
 install -m 0644 "$guest_src/os-release" "$root/etc/os-release"
+mkdir -p "$root/etc/nova-live-snapshot/clone.d"
+install -m 0755 "$guest_src/clone-hook" \
+    "$root/etc/nova-live-snapshot/clone.d/10-record"
+# The entropy helper clones run through the agent (see nls-reseed.c).
+gcc -static -Os -Wall -o "$root/usr/sbin/nls-reseed" "$guest_src/nls-reseed.c"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 : >"$root/etc/resolv.conf"
