@@ -230,7 +230,7 @@ make_tarball() {
         rm -f "$part"
         die "debootstrap --make-tarball failed"
     fi
-    tar -tzf "$part" | sed -n 's,^\(\./\)\{0,1\}var/cache/apt/archives/\([^/]*\.deb\)$,\2,p' \
+    tar -tzf "$part" | sed -n 's#^\(\./\)\{0,1\}var/cache/apt/archives/\([^/]*\.deb\)$#\2#p' \
         | LC_ALL=C sort >"$part.debs"
     [ -s "$part.debs" ] || die "the debootstrap tarball holds no .deb"
     rm -f "$deblist"
@@ -354,7 +354,7 @@ touch -d "@$SOURCE_DATE_EPOCH" "$stage/vmlinuz" "$stage/initrd.img" "$work/sysli
 log "making the ${ROOT_MIB} MiB ext4 root from the directory"
 root_uuid=$(echo "nls debian-guest root $stamp" | sha256sum \
     | sed 's/^\(.\{8\}\)\(.\{4\}\)\(.\{4\}\)\(.\{4\}\)\(.\{12\}\).*/\1-\2-\3-\4-\5/')
-mkfs.ext4 -q -F -L debian-root -U "$root_uuid" -E root_owner=0:0 \
+mkfs.ext4 -q -F -L debian-root -U "$root_uuid" -e remount-ro -E root_owner=0:0 \
     -d "$root" "$work/root.img" "${ROOT_MIB}M" >&2
 
 log "making the ${BOOT_MIB} MiB vfat boot partition"

@@ -84,11 +84,12 @@ class Bed:
         testbed.wait_ready(guest, timeout=180)
         return guest
 
-    def spawn(self, image, count=1, engine=None):
+    def spawn(self, image, count=1, engine=None, exact_copy=False):
         """Spawn clones named after this session so cleanup finds them."""
         eng = engine or self.engine
         return eng.spawn(image, count=count,
-                         prefix='nlst-%s-clone' % self.tag)
+                         prefix='nlst-%s-clone' % self.tag,
+                         exact_copy=exact_copy)
 
     def destroy_all(self, clones, engine=None):
         eng = engine or self.engine

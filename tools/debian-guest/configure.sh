@@ -38,16 +38,34 @@ cat >/etc/fstab <<'FSTAB'
 FSTAB
 
 # --- sshd --------------------------------------------------------------------
-# openssh-server's postinst generated the host keys; make sure of it.
-ssh-keygen -A >/dev/null
+# openssh-server's postinst generated host keys named after the build host
+# (root@<build host> in the .pub files): make them anew for this guest.
+rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+for t in rsa ecdsa ed25519; do
+    ssh-keygen -q -t "$t" -N '' -C "root@$host_name" -f "/etc/ssh/ssh_host_${t}_key"
+done
 
 # --- Services ----------------------------------------------------------------
 systemctl enable systemd-networkd.service ssh.service \
     workload.service ready-marker.service >&2
-# Nothing here waits for the network; timers and jobs that only slow a test
-# boot down or write to the disk; no login prompts (root has no password).
+# Boot time under TCG goes to every process systemd starts (1 vCPU: units
+# that run "in parallel" take turns). Masked: nothing here waits for the
+# network; timers and jobs that only slow a test boot down or write to the
+# disk; no login prompts (root has no password); pseudo filesystems, module
+# preloads and bookkeeping nothing in this guest uses. The root is mounted
+# read-write by the initramfs with the options it needs (errors=remount-ro is
+# set in the superblock), so systemd-remount-fs has nothing to do.
 systemctl mask \
-    systemd-networkd-wait-online.service \
+    systemd-networkd-wait-online.service systemd-network-generator.service \
+    dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount \
+    sys-kernel-tracing.mount sys-fs-fuse-connections.mount sys-kernel-config.mount \
+    proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount systemd-binfmt.service \
+    kmod-static-nodes.service systemd-modules-load.service \
+    modprobe@configfs.service modprobe@dm_mod.service modprobe@drm.service \
+    modprobe@efi_pstore.service modprobe@fuse.service modprobe@loop.service \
+    systemd-remount-fs.service systemd-sysusers.service systemd-random-seed.service \
+    systemd-journal-flush.service systemd-pstore.service \
+    systemd-update-utmp.service systemd-update-utmp-runlevel.service \
     apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
     dpkg-db-backup.timer dpkg-db-backup.service \
     e2scrub_all.timer e2scrub_all.service e2scrub_reap.service \

@@ -1,0 +1,170 @@
+"""Every clone becomes a distinct machine before its workload sees the
+network: proven inside real guests, four clones of one image."""
+
+import os
+import time
+
+import pytest
+
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import testbed
+
+
+def _sh(guest, script):
+    rc, out, err = guest.agent_exec(['/bin/sh', '-c', script])
+    assert rc == 0, err
+    return out.decode().strip()
+
+
+@pytest.fixture(scope='module')
+def four(bed, golden):
+    """Four re-identified clones of the session's image."""
+    result, before, _ = golden
+    clones = bed.spawn(result.image.name, count=4)
+    yield clones, [bed.host.lookup(c.name) for c in clones]
+    bed.destroy_all(clones)
+
+
+def test_every_step_is_reported(four):
+    clones, _ = four
+    for clone in clones:
+        report = clone.identity
+        assert report['agent'] and report['reset'], report
+        steps = {s['step']: s['status'] for s in report['steps']}
+        assert list(steps) == ['mac', 'entropy', 'hostname', 'ssh_host_keys',
+                               'machine_id', 'clock', 'network', 'hooks']
+        # The busybox guest has no sshd and no machine-id: reported, not
+        # pretended.
+        assert steps['ssh_host_keys'] == 'skipped'
+        assert steps['machine_id'] == 'skipped'
+        for step in ('mac', 'entropy', 'hostname', 'clock', 'network',
+                     'hooks'):
+            assert steps[step] == 'done', (step, report)
+
+
+def test_guest_visible_macs_are_new_and_match_libvirt(four, source):
+    clones, guests = four
+    source_mac = _sh(source, 'cat /sys/class/net/eth0/address')
+    seen = [_sh(g, 'cat /sys/class/net/eth0/address') for g in guests]
+    assert len(set(seen)) == 4
+    assert source_mac not in seen
+    assert seen == [g.interface_macs()[0] for g in guests]
+    assert seen == [c.mac for c in clones]
+
+
+def test_hostnames_differ(four, source):
+    clones, guests = four
+    names = [_sh(g, 'hostname') for g in guests]
+    assert len(set(names)) == 4
+    assert _sh(source, 'hostname') not in names
+    assert names == [c.identity['facts']['hostname'] for c in clones]
+
+
+def test_clocks_are_set_to_the_host(four):
+    _, guests = four
+    for g in guests:
+        guest_ns = g.agent_command('guest-get-time')
+        assert abs(guest_ns - time.time_ns()) < 2e9
+
+
+def test_clones_lease_an_address_with_their_new_mac(four):
+    """Each clone asked for a lease with its new MAC after the link came up
+    (every clone has its own QEMU user-mode network here, so the addresses
+    are per clone, not distinct across clones)."""
+    clones, guests = four
+    for clone, g in zip(clones, guests):
+        addr = clone.identity['facts']['ipv4']
+        assert addr in _sh(g, 'ip -o -4 addr show dev eth0')
+
+
+def test_operator_hooks_ran_last_with_the_new_name_and_uuid(four):
+    clones, guests = four
+    for clone, g in zip(clones, guests):
+        assert _sh(g, 'cat /run/clone-hook.out') == 'name=%s uuid=%s' % (
+            clone.name, clone.uuid)
+
+
+def test_first_random_bytes_differ_and_would_not_without_the_reset(bed):
+    """The first 32 bytes each clone reads from /dev/urandom differ across
+    re-identified clones. Control: a source whose kernel ignores the VM
+    generation ID (its vmgenid driver unbound, as in kernels without
+    CONFIG_VMGENID) and exact copies without re-identification read the
+    same 32 bytes: the reset is what makes them differ."""
+    guest = bed.boot('entropy')
+    try:
+        _sh(guest, 'for d in /sys/bus/acpi/drivers/vmgenid/*:*; do '
+                   'echo "${d##*/}" > /sys/bus/acpi/drivers/vmgenid/unbind; '
+                   'done; ! ls /sys/bus/acpi/drivers/vmgenid/ | grep -q :')
+        # Reseed just before the capture, so that the copies' CRNG is not
+        # due for a timed reseed when they read. Early in boot the kernel
+        # reseeds every uptime/2 seconds: let the guest reach 40 s of uptime
+        # so the copies have 20 s to read.
+        host_mod.wait_for(
+            lambda: float(_sh(guest, 'cut -d" " -f1 /proc/uptime')) >= 40,
+            90, interval=1, what='40 s of guest uptime')
+        rc, _, err = guest.agent_exec(['/usr/sbin/nls-reseed'],
+                                      stdin=os.urandom(64))
+        assert rc == 0, err
+        image = bed.engine.capture(guest.name, bed.name('entropy')).image
+
+        def first_bytes(clones):
+            return [bed.host.lookup(c.name).agent_read_file(
+                '/dev/urandom', limit=32) for c in clones]
+
+        copies = bed.spawn(image.name, count=3, exact_copy=True)
+        try:
+            control = first_bytes(copies)
+        finally:
+            bed.destroy_all(copies)
+        clones = bed.spawn(image.name, count=3)
+        try:
+            reset = first_bytes(clones)
+        finally:
+            bed.destroy_all(clones)
+        assert all(len(b) == 32 for b in control + reset)
+        assert len(set(control)) == 1, 'control: exact copies should agree'
+        assert len(set(reset)) == 3
+        assert control[0] not in reset
+        bed.engine.delete_image(image.name)
+    finally:
+        bed.guest_image.remove(bed.host, guest.name)
+
+
+@pytest.fixture(scope='module')
+def agentless(bed):
+    """An image of a guest whose agent was stopped before the capture."""
+    guest = bed.boot('noagent')
+    rc, _, err = guest.agent_exec(
+        ['/bin/sh', '-c', '(sleep 1; kill $(cat /run/qemu-ga.pid)) '
+                          '>/dev/null 2>&1 &'])
+    assert rc == 0, err
+    host_mod.wait_for(lambda: not guest.agent_ping(timeout=1), 30,
+                      what='the agent of %s to stop' % guest.name)
+    image = bed.engine.capture(guest.name, bed.name('noagent')).image
+    yield image
+    bed.guest_image.remove(bed.host, guest.name)
+
+
+def test_no_agent_refuses_by_default_and_leaves_nothing(bed, agentless):
+    eng = bed.engine_with(agent_timeout=5)
+    before = set(os.listdir(eng.clones.root))
+    domains = set(bed.our_domains())
+    with pytest.raises(exception.CloneSpawnFailed,
+                       match='guest agent did not answer within 5 s.*'
+                             'require_guest_agent'):
+        bed.spawn(agentless.name, count=2, engine=eng)
+    assert set(os.listdir(eng.clones.root)) == before
+    assert set(bed.our_domains()) == domains
+
+
+def test_no_agent_permissive_spawns_and_says_so(bed, agentless):
+    eng = bed.engine_with(agent_timeout=5, require_guest_agent=False)
+    clones = bed.spawn(agentless.name, engine=eng)
+    try:
+        report = clones[0].identity
+        assert report['agent'] is False and report['reset'] is False
+        assert 'did not answer' in report['steps'][0]['detail']
+        assert bed.host.lookup(clones[0].name).is_running()
+    finally:
+        bed.destroy_all(clones, engine=eng)
