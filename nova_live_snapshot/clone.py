@@ -49,7 +49,8 @@ class Clone:
     genid: str
     image: str
     path: str
-    spawn_s: float = None
+    spawn_s: float = None       # restore and re-identification
+    restore_s: float = None     # restore alone: the clone runs from here
     identity: dict = None
 
     @property
@@ -306,13 +307,14 @@ class CloneManager:
             # a boot, not a resume.
             self.host.define(domainxml.render(spec.with_identity(
                 link_up=True)))
+            restore_s = round(time.monotonic() - started, 3)
             report = None
             if not exact_copy:
                 report = self._reidentify(verified, spec, guest).to_dict()
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
                           genid=guest.genid(), image=image.name, path=path,
                           spawn_s=round(time.monotonic() - started, 3),
-                          identity=report)
+                          restore_s=restore_s, identity=report)
             record = self._record_path(name)
             with open(record + '.tmp', 'w') as f:
                 json.dump(clone.to_dict(), f)

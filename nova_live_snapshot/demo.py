@@ -30,6 +30,26 @@ class Progress:
                   file=self.stream, flush=True)
 
 
+_IDENTITY_SCRIPT = r'''
+ifc=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+echo "mac=$(cat /sys/class/net/$ifc/address 2>/dev/null)"
+echo "hostname=$(hostname)"
+key=$(ls /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null)
+[ -n "$key" ] && echo "ssh_host_key=$(ssh-keygen -lf "$key" | cut -d' ' -f2)"
+[ -f /etc/machine-id ] && echo "machine_id=$(cat /etc/machine-id)"
+true
+'''
+
+
+def read_identity(guest):
+    """What the guest itself says it is (read inside, through the agent)."""
+    _, out, _ = guest.agent_exec(['/bin/sh', '-c', _IDENTITY_SCRIPT])
+    found = dict(line.split('=', 1) for line in out.decode().splitlines()
+                 if '=' in line)
+    return {key: found.get(key) for key in
+            ('mac', 'hostname', 'ssh_host_key', 'machine_id')}
+
+
 def run(conf, clones=3, keep=False, progress=None):
     """Run the demo; returns the result dict the command prints."""
     progress = progress or Progress(sys.stderr)
@@ -65,6 +85,7 @@ def run(conf, clones=3, keep=False, progress=None):
                 cap.image.manifest.files['memory']['size'] / 2 ** 20, 1),
         })
         result['source'].update({
+            'identity': read_identity(source),
             'uuid': source.uuid, 'token': before.token,
             'counter_before_capture': before.counter,
             'counter_after_capture': after.counter,
@@ -78,11 +99,15 @@ def run(conf, clones=3, keep=False, progress=None):
         spawned = eng.spawn(image_name, count=clones)
         result['clones_wall_s'] = round(time.monotonic() - t0, 2)
         result['clone_spawn_s'] = [c.spawn_s for c in spawned]
+        result['clone_restore_s'] = [c.restore_s for c in spawned]
         result['clones'] = []
         for clone in spawned:
             guest = eng.host.lookup(clone.name)
             state = testbed.read_workload(guest)
+            identity = read_identity(guest)
+            identity['report'] = clone.identity
             result['clones'].append({
+                'identity': identity,
                 'name': clone.name, 'uuid': clone.uuid, 'mac': clone.mac,
                 'genid': clone.genid, 'spawn_s': clone.spawn_s,
                 'counter': state.counter, 'token': state.token,
@@ -126,8 +151,10 @@ def format_report(result):
                     else 'written to disk'))
     lines.append('memory image                  %8.1f MiB'
                  % result['memory_mib_on_disk'])
-    lines.append('%d clones, concurrently       %8.2f s wall'
-                 % (len(result['clones']), result['clones_wall_s']))
+    lines.append('%d clones, concurrently       %8.2f s wall (restore %s s, '
+                 'then identity reset)'
+                 % (len(result['clones']), result['clones_wall_s'],
+                    ', '.join('%.2f' % s for s in result['clone_restore_s'])))
     lines.append('')
     lines.append('%-24s %8s %8s  %-32s %s' % ('domain', 'spawn s', 'counter',
                                              'token', 'resumed'))
@@ -141,4 +168,20 @@ def format_report(result):
     lines.append('')
     lines.append('source kept running: %s (counter now %d)'
                  % ('yes' if src['running'] else 'NO', src['counter_now']))
+    lines.append('')
+    lines.append('identity, read inside each guest:')
+    lines.append('%-24s %-17s %-24s %-14s %s' % (
+        'domain', 'MAC', 'hostname', 'ssh host key', 'machine-id'))
+    rows = [(src['name'] + ' (source)', src['identity'])]
+    rows += [(c['name'], c['identity']) for c in result['clones']]
+    for name, ident in rows:
+        lines.append('%-24s %-17s %-24s %-14s %s' % (
+            name, ident['mac'], ident['hostname'],
+            (ident['ssh_host_key'] or '-')[:14],
+            ident['machine_id'] or '-'))
+    for c in result['clones']:
+        report = c['identity']['report'] or {}
+        steps = ', '.join('%s %s' % (s['step'], s['status'])
+                          for s in report.get('steps', []))
+        lines.append('%s: %s' % (c['name'], steps))
     return '\n'.join(lines)
