@@ -218,7 +218,7 @@ class CloneManager:
             for future in futures:
                 try:
                     clones.append(future.result())
-                except exception.LiveSnapshotError as e:
+                except Exception as e:      # destroy the batch, then raise
                     errors.append(e)
         if errors:
             for clone in clones:
@@ -329,6 +329,10 @@ class CloneManager:
                 raise
             raise exception.CloneSpawnFailed(name=name, image=image.name,
                                              reason=str(e)) from e
+        except BaseException:
+            # A bug or an interrupt: still leave nothing of the clone behind.
+            self._remove(name)
+            raise
 
     # Destroying --------------------------------------------------------------
 

@@ -354,6 +354,8 @@ touch -d "@$SOURCE_DATE_EPOCH" "$stage/vmlinuz" "$stage/initrd.img" "$work/sysli
 log "making the ${ROOT_MIB} MiB ext4 root from the directory"
 root_uuid=$(echo "nls debian-guest root $stamp" | sha256sum \
     | sed 's/^\(.\{8\}\)\(.\{4\}\)\(.\{4\}\)\(.\{4\}\)\(.\{12\}\).*/\1-\2-\3-\4-\5/')
+# (An existing file: mke2fs then does not announce that it creates one.)
+truncate -s "${ROOT_MIB}M" "$work/root.img"
 mkfs.ext4 -q -F -L debian-root -U "$root_uuid" -e remount-ro -E root_owner=0:0 \
     -d "$root" "$work/root.img" "${ROOT_MIB}M" >&2
 

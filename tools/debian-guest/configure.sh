@@ -20,8 +20,12 @@ ff02::1		ip6-allnodes
 ff02::2		ip6-allrouters
 HOSTS
 # A fixed machine id (the engine gives each clone a new one). systemd's
-# postinst made a random one; no D-Bus, so no /var/lib/dbus/machine-id.
+# postinst made a random one.
 echo "$machine_id" >/etc/machine-id
+# D-Bus reads /etc/machine-id itself; make sure no second copy exists.
+if [ -e /var/lib/dbus/machine-id ] || [ -L /var/lib/dbus/machine-id ]; then
+    ln -sf /etc/machine-id /var/lib/dbus/machine-id
+fi
 # debootstrap copied the build host's resolv.conf. Nothing in the guest
 # needs DNS (no systemd-resolved; networkd leaves this file alone).
 echo "# nova-live-snapshot test guest: no DNS configured" >/etc/resolv.conf
@@ -46,7 +50,7 @@ for t in rsa ecdsa ed25519; do
 done
 
 # --- Services ----------------------------------------------------------------
-systemctl enable systemd-networkd.service ssh.service \
+systemctl -q enable systemd-networkd.service ssh.service \
     workload.service ready-marker.service >&2
 # Boot time under TCG goes to every process systemd starts (1 vCPU: units
 # that run "in parallel" take turns). Masked: nothing here waits for the
@@ -55,7 +59,7 @@ systemctl enable systemd-networkd.service ssh.service \
 # preloads and bookkeeping nothing in this guest uses. The root is mounted
 # read-write by the initramfs with the options it needs (errors=remount-ro is
 # set in the superblock), so systemd-remount-fs has nothing to do.
-systemctl mask \
+systemctl -q mask \
     systemd-networkd-wait-online.service systemd-network-generator.service \
     dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount \
     sys-kernel-tracing.mount sys-fs-fuse-connections.mount sys-kernel-config.mount \
