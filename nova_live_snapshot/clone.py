@@ -145,8 +145,9 @@ class CloneManager:
     """The clones of this host, one directory each under ``clone_dir``."""
 
     def __init__(self, host, clone_dir, restore_timeout=120,
-                 require_agent=True, agent_timeout=30):
+                 require_agent=True, agent_timeout=30, network=None):
         self.host = host
+        self.network = network
         self.root = clone_dir
         self.restore_timeout = restore_timeout
         self.require_agent = require_agent
@@ -236,6 +237,7 @@ class CloneManager:
             memory_mib=image.memory_mib,
             vcpus=image.vcpus,
             machine=image.machine,
+            network=self.network,
             link_up=exact_copy)
         if exact_copy and verified.domain.genid:
             spec = spec.with_identity(genid=verified.domain.genid)

@@ -125,6 +125,22 @@ Related options:
         default=30,
         min=1,
         help='Seconds to wait for a restored clone\'s guest agent to answer.'),
+    cfg.StrOpt(
+        'clone_network',
+        help="""
+libvirt network the standalone engine attaches clones to.
+
+Possible values:
+
+* Unset (the default): QEMU's user-mode network, a private NAT inside each
+  QEMU process.
+* The name of a libvirt network, for example the isolated ``nls-test``
+  network ``tools/setup-host.sh`` creates inside its network namespace.
+
+Related options:
+
+* Inside nova-compute a clone's ports come from Neutron instead.
+"""),
     cfg.IntOpt(
         'restore_timeout',
         default=120,

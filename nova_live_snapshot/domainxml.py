@@ -85,6 +85,9 @@ class DomainSpec:
     # Clones start with the link down so that nothing in the guest uses the
     # network before the clone has its own identity.
     link_up: bool = True
+    # A libvirt network to attach to; None: QEMU's user-mode network, whose
+    # traffic never leaves the QEMU process.
+    network: str = None
 
     def with_identity(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -99,8 +102,8 @@ def _sub(parent, tag, text=None, **attrs):
 
 
 def render(spec):
-    """The domain XML for ``spec``: one virtio disk, one virtio NIC on QEMU's
-    user-mode network (its traffic never leaves QEMU), a serial console logged
+    """The domain XML for ``spec``: one virtio disk, one virtio NIC (on
+    ``spec.network`` or QEMU's user-mode network), a serial console logged
     to a file, a guest-agent channel, a virtio RNG, a generation ID, ACPI.
     Guests run under TCG (``type='qemu'``).
     """
@@ -126,7 +129,11 @@ def render(spec):
     _sub(disk, 'driver', name='qemu', type=spec.disk_format)
     _sub(disk, 'source', file=spec.disk_path)
     _sub(disk, 'target', dev='vda', bus='virtio')
-    nic = _sub(devices, 'interface', type='user')
+    if spec.network:
+        nic = _sub(devices, 'interface', type='network')
+        _sub(nic, 'source', network=spec.network)
+    else:
+        nic = _sub(devices, 'interface', type='user')
     _sub(nic, 'mac', address=spec.mac)
     _sub(nic, 'model', type='virtio')
     if not spec.link_up:

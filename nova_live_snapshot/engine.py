@@ -25,7 +25,7 @@ class Engine:
         self.clones = clone_mod.CloneManager(
             self.host, conf.clone_dir, conf.restore_timeout,
             require_agent=conf.require_guest_agent,
-            agent_timeout=conf.agent_timeout)
+            agent_timeout=conf.agent_timeout, network=conf.clone_network)
         self.images.remove_stale_partials()
 
     def capture(self, domain, name):

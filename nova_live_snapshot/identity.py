@@ -117,6 +117,10 @@ done
 [ -n "$ifc" ] || exit 3
 ip link set dev "$ifc" address "$2" || exit 1
 [ "$(cat "/sys/class/net/$ifc/address")" = "$2" ] || exit 1
+# The source's addresses must not be used with the new MAC, not even for
+# the moment between link up and the new lease: neighbours would map the
+# source's address to this clone.
+ip addr flush dev "$ifc" scope global
 echo "$ifc"
 '''
 
@@ -171,8 +175,6 @@ cat /etc/machine-id
 _DHCP_SCRIPT = r'''
 ifc=$1
 ip link set dev "$ifc" up
-# The address leased to the old MAC must not be reported as the new lease.
-ip -4 addr flush dev "$ifc"
 if command -v networkctl >/dev/null 2>&1 && \
         networkctl status "$ifc" 2>/dev/null | grep -q 'Network File: /'; then
     networkctl reconfigure "$ifc" || exit 1

@@ -66,8 +66,9 @@ class TestGuest:
 
     __test__ = False    # not a pytest class
 
-    def __init__(self, guest_dir, work_dir):
+    def __init__(self, guest_dir, work_dir, network=None):
         self.guest_dir = guest_dir
+        self.network = network
         self.work_dir = work_dir
         meta = os.path.join(guest_dir, 'guest.json')
         if not os.path.exists(meta):
@@ -84,7 +85,8 @@ class TestGuest:
             disk_path=os.path.join(path, 'disk.qcow2'),
             console_log=os.path.join(path, 'console.log'),
             memory_mib=int(self.meta.get('memory_mib', 128)),
-            vcpus=int(self.meta.get('vcpus', 1)))
+            vcpus=int(self.meta.get('vcpus', 1)),
+            network=self.network)
 
     def boot(self, host, name, paused=False):
         """Start a transient source domain ``name``; returns its Guest."""

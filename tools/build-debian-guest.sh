@@ -387,7 +387,9 @@ rm -f "$work/boot.img" "$work/root.img"
 # the boot sector of the active partition.
 syslinux --offset $((BOOT_START_MIB * 1024 * 1024)) --install "$raw"
 dd if="$MBR_BIN" of="$raw" bs=440 count=1 conv=notrunc status=none
-qemu-img convert -f raw -O qcow2 "$raw" "$stage/$DISK_NAME"
+# Compressed (zstd: QEMU >= 5.1 reads it): ~150 MiB instead of ~420 MiB,
+# and no slower to boot from; what a guest writes goes to its overlay.
+qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$raw" "$stage/$DISK_NAME"
 rm -f "$raw"
 
 # --- guest.json ----------------------------------------------------------------

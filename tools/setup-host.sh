@@ -56,14 +56,30 @@ start_reaped() {
     log "starting $name under tini"
     setsid tini -s -- "$@" </dev/null >>"/var/log/libvirt/$name.out" 2>&1 &
 }
+# libvirtd runs inside a network namespace of its own, so that every network
+# it creates for guests (bridge, dnsmasq, firewall rules) and every guest's
+# traffic stays there: nothing but the unix socket connects it to the host.
+# Only the network namespace is entered (nsenter, not `ip netns exec`, which
+# would also give libvirtd a mount namespace of its own).
+NETNS=${NLS_NETNS:-nls-test}
+if [ ! -e "/run/netns/$NETNS" ]; then
+    log "creating network namespace $NETNS"
+    ip netns add "$NETNS"
+fi
+ip -n "$NETNS" link set lo up
 running virtlogd || start_reaped virtlogd virtlogd
-running libvirtd || start_reaped libvirtd libvirtd
+running libvirtd || start_reaped libvirtd nsenter --net="/run/netns/$NETNS" libvirtd
 for d in virtlogd libvirtd; do
     pid=$(pgrep -xo "$d" || true)
     ppid=$([ -n "$pid" ] && ps -o ppid= -p "$pid" | tr -d ' ' || true)
     parent=$([ -n "$ppid" ] && ps -o comm= -p "$ppid" || true)
     [ "$parent" = tini ] || log "warning: $d (pid ${pid:-none}) does not run under tini; QEMU processes it starts will not be reaped: stop it and rerun this script"
 done
+pid=$(pgrep -xo libvirtd || true)
+if [ -n "$pid" ] && [ "$(stat -L -c %i "/proc/$pid/ns/net")" != \
+        "$(stat -L -c %i "/run/netns/$NETNS")" ]; then
+    log "warning: libvirtd (pid $pid) is not in network namespace $NETNS: stop it and rerun this script"
+fi
 
 # Wait (with a deadline) until the daemon answers.
 deadline=$((SECONDS + 30))
@@ -75,3 +91,26 @@ until virsh -c qemu:///system version >/dev/null 2>&1; do
     sleep 0.2
 done
 virsh -c qemu:///system version | sed 's/^/setup-host: /' >&2
+
+# The isolated test network: a bridge with DHCP (dnsmasq) and no forwarding,
+# inside the namespace. Clones on it must each lease their own address.
+NETWORK=${NLS_NETWORK:-nls-test}
+if ! virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1; then
+    log "defining isolated network $NETWORK"
+    netxml=$(mktemp)
+    cat >"$netxml" <<XML
+<network>
+  <name>$NETWORK</name>
+  <bridge name='nlsbr0' stp='off' delay='0'/>
+  <ip address='10.77.0.1' netmask='255.255.255.0'>
+    <dhcp><range start='10.77.0.100' end='10.77.0.250'/></dhcp>
+  </ip>
+</network>
+XML
+    virsh -c qemu:///system net-define "$netxml" >/dev/null
+    rm -f "$netxml"
+fi
+if ! virsh -c qemu:///system net-info "$NETWORK" | grep -q '^Active: *yes'; then
+    log "starting network $NETWORK"
+    virsh -c qemu:///system net-start "$NETWORK" >/dev/null
+fi

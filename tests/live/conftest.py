@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import uuid
 
+import libvirt
 import pytest
 from oslo_config import cfg
 
@@ -22,6 +23,9 @@ from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
+# The isolated network tools/setup-host.sh creates in libvirtd's namespace.
+NETWORK = os.environ.get('NLS_NETWORK', 'nls-test')
+NETNS = os.environ.get('NLS_NETNS', 'nls-test')
 
 
 def pytest_collection_modifyitems(items):
@@ -55,7 +59,8 @@ class Bed:
         self.engine = engine_mod.Engine(self.conf.live_snapshot)
         self.host = self.engine.host
         self.guest_image = testbed.TestGuest(
-            os.path.join(CACHE, 'guest'), os.path.join(self.root, 'sources'))
+            os.path.join(CACHE, 'guest'), os.path.join(self.root, 'sources'),
+            network=NETWORK)
         self.mounts = []
 
     def make_conf(self, **overrides):
@@ -65,7 +70,8 @@ class Bed:
         values = {'image_dir': os.path.join(self.root, 'images'),
                   'clone_dir': os.path.join(self.root, 'clones'),
                   'staging_dir': self.staging,
-                  'test_guest_dir': os.path.join(CACHE, 'guest')}
+                  'test_guest_dir': os.path.join(CACHE, 'guest'),
+                  'clone_network': NETWORK}
         values.update(overrides)
         for key, value in values.items():
             conf.set_override(key, value, group='live_snapshot')
@@ -105,6 +111,17 @@ class Bed:
         self.mounts.append(path)
         return path
 
+    def netns_run(self, *argv):
+        """Run a command inside the test network's namespace; its stdout."""
+        return subprocess.run(['ip', 'netns', 'exec', NETNS] + list(argv),
+                              capture_output=True, text=True).stdout
+
+    def ping(self, address):
+        """Ping ``address`` from inside the test network's namespace."""
+        return subprocess.run(
+            ['ip', 'netns', 'exec', NETNS, 'ping', '-c', '1', '-W', '5',
+             address], capture_output=True).returncode == 0
+
     def our_domains(self):
         return sorted(n for n in self.host.domain_names()
                       if n.startswith('nlst-%s-' % self.tag))
@@ -141,9 +158,14 @@ def bed():
         _unavailable('test guest not built in %s/guest '
                      '(tools/build-test-guest.sh)' % CACHE)
     try:
-        host_mod.Host().get_connection()
+        conn = host_mod.Host().get_connection()
+        if not conn.networkLookupByName(NETWORK).isActive():
+            _unavailable('libvirt network %s is not active '
+                         '(tools/setup-host.sh)' % NETWORK)
     except exception.HypervisorError as e:
         _unavailable('libvirtd unavailable: %s' % e)
+    except libvirt.libvirtError as e:
+        _unavailable('libvirt network %s: %s' % (NETWORK, e))
     b = Bed()
     yield b
     b.close()

@@ -68,14 +68,27 @@ def test_clocks_are_set_to_the_host(four):
         assert abs(guest_ns - time.time_ns()) < 2e9
 
 
-def test_clones_lease_an_address_with_their_new_mac(four):
-    """Each clone asked for a lease with its new MAC after the link came up
-    (every clone has its own QEMU user-mode network here, so the addresses
-    are per clone, not distinct across clones)."""
+def test_each_clone_leases_its_own_address_and_answers_on_it(bed, four,
+                                                            source):
+    """On the shared isolated network, each clone asked the network's DHCP
+    server for a lease with its new MAC after its link came up: four
+    distinct addresses, none the source's, each answering a ping from
+    inside the network's namespace."""
     clones, guests = four
-    for clone, g in zip(clones, guests):
-        addr = clone.identity['facts']['ipv4']
+    source_addr = _sh(source, "ip -o -4 addr show dev eth0 | awk '{print $4}'")
+    addrs = [c.identity['facts']['ipv4'] for c in clones]
+    assert len(set(addrs)) == 4
+    assert source_addr not in addrs
+    for addr, g in zip(addrs, guests):
+        assert addr.startswith('10.77.0.')
         assert addr in _sh(g, 'ip -o -4 addr show dev eth0')
+        assert bed.ping(addr.split('/')[0]), addr
+    # No clone ever spoke with the source's address: the network still maps
+    # it to the source's MAC.
+    ip = source_addr.split('/')[0]
+    assert bed.ping(ip)
+    source_mac = _sh(source, 'cat /sys/class/net/eth0/address')
+    assert 'lladdr %s' % source_mac in bed.netns_run('ip', 'neigh', 'show', ip)
 
 
 def test_operator_hooks_ran_last_with_the_new_name_and_uuid(four):
