@@ -16,8 +16,11 @@ all: test
 host:
 	tools/setup-host.sh
 
+# The busybox guest (seconds to boot) and the real Debian guest (systemd,
+# sshd, networkd) the re-identification tests need.
 guest: host
 	tools/build-test-guest.sh $(GUEST_DIR) >/dev/null
+	tools/build-debian-guest.sh $(NLS_CACHE_DIR)/debian-guest >/dev/null
 
 venv: $(VENV)/.installed
 

@@ -177,6 +177,9 @@ ifc=$1
 ip link set dev "$ifc" up
 if command -v networkctl >/dev/null 2>&1 && \
         networkctl status "$ifc" 2>/dev/null | grep -q 'Network File: /'; then
+    # networkd's DHCP client identifier derives from the machine-id, which
+    # it read at start: restart it so the lease follows the new identity.
+    systemctl restart systemd-networkd.service || exit 1
     networkctl reconfigure "$ifc" || exit 1
 elif command -v dhclient >/dev/null 2>&1; then
     dhclient -r "$ifc" >/dev/null 2>&1

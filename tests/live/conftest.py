@@ -201,3 +201,21 @@ def no_leaks(request):
     assert b.leftovers() == []
     clones = {c.name for c in b.engine.clones.list()}
     assert set(b.our_domains()) - before - clones == set()
+
+
+@pytest.fixture(scope='session')
+def debian(bed):
+    """The real Debian guest (systemd, sshd, qemu-guest-agent, networkd),
+    booted on the test network with its workload ready, as a TestGuest and
+    the running source."""
+    guest_dir = os.path.join(CACHE, 'debian-guest')
+    if not os.path.exists(os.path.join(guest_dir, 'guest.json')):
+        _unavailable('Debian guest not built in %s '
+                     '(tools/build-debian-guest.sh)' % guest_dir)
+    image = testbed.TestGuest(guest_dir, os.path.join(bed.root, 'debian'),
+                              network=NETWORK)
+    name = bed.name('deb')
+    guest = image.boot(bed.host, name)
+    testbed.wait_ready(guest, timeout=300)
+    yield image, guest
+    image.remove(bed.host, name)

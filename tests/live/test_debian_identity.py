@@ -1,0 +1,84 @@
+"""Re-identification on a real Debian guest: systemd, sshd, machine-id,
+systemd-networkd with DHCP on the shared test network. Four clones of one
+live image must share none of the identity that matters."""
+
+import time
+
+import pytest
+
+from nova_live_snapshot import testbed
+
+IDENTITY = r'''
+echo "mac=$(cat /sys/class/net/eth0/address)"
+echo "hostname=$(hostname)"
+echo "machine_id=$(cat /etc/machine-id)"
+for t in ed25519 ecdsa rsa; do
+    echo "ssh_$t=$(ssh-keygen -lf /etc/ssh/ssh_host_${t}_key.pub | cut -d' ' -f2)"
+done
+echo "ipv4=$(ip -o -4 addr show dev eth0 | awk '{print $4}')"
+echo "sshd=$(ss -Hltn 'sport = :22' | wc -l)"
+'''
+
+
+def _identity(guest):
+    rc, out, err = guest.agent_exec(['/bin/sh', '-c', IDENTITY])
+    assert rc == 0, err
+    return dict(line.split('=', 1) for line in out.decode().splitlines())
+
+
+@pytest.fixture(scope='module')
+def debian_clones(bed, debian):
+    image, source = debian
+    before = testbed.read_workload(source)
+    live = bed.engine.capture(source.name, bed.name('debimg')).image
+    clones = bed.spawn(live.name, count=4)
+    yield source, before, clones, [bed.host.lookup(c.name) for c in clones]
+    bed.destroy_all(clones)
+    bed.engine.delete_image(live.name)
+
+
+def test_debian_clones_resume_the_workload(debian_clones):
+    _, before, _, guests = debian_clones
+    for g in guests:
+        state = testbed.read_workload(g)
+        assert state.token == before.token
+        assert state.counter >= before.counter
+
+
+def test_every_step_done_on_debian(debian_clones):
+    _, _, clones, _ = debian_clones
+    for clone in clones:
+        steps = {s['step']: s['status'] for s in clone.identity['steps']}
+        assert clone.identity['reset'], clone.identity
+        assert all(status == 'done' for step, status in steps.items()
+                   if step != 'hooks'), clone.identity
+
+
+def test_host_keys_machine_ids_hostnames_and_macs_all_differ(debian_clones):
+    source, _, clones, guests = debian_clones
+    src = _identity(source)
+    ids = [_identity(g) for g in guests]
+    for key in ('mac', 'hostname', 'machine_id', 'ssh_ed25519', 'ssh_ecdsa',
+                'ssh_rsa'):
+        values = [i[key] for i in ids]
+        assert len(set(values)) == 4, (key, values)
+        assert src[key] not in values, key
+    assert [i['mac'] for i in ids] == [g.interface_macs()[0] for g in guests]
+    # sshd was restarted with the new keys and listens.
+    assert all(i['sshd'] != '0' for i in ids)
+
+
+def test_debian_clones_lease_distinct_addresses(bed, debian_clones):
+    source, _, clones, guests = debian_clones
+    src = _identity(source)['ipv4']
+    addrs = [_identity(g)['ipv4'] for g in guests]
+    assert len(set(addrs)) == 4 and src not in addrs
+    for addr in addrs:
+        assert addr.startswith('10.77.0.')
+        assert bed.ping(addr.split('/')[0]), addr
+
+
+def test_debian_clocks_match_the_host(debian_clones):
+    _, _, _, guests = debian_clones
+    for g in guests:
+        assert abs(g.agent_command('guest-get-time') - time.time_ns()) < 2e9
