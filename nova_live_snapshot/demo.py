@@ -55,7 +55,8 @@ def run(conf, clones=3, keep=False, progress=None):
     progress = progress or Progress(sys.stderr)
     eng = engine_mod.Engine(conf)
     work = os.path.join(os.path.dirname(conf.image_dir.rstrip('/')), 'demo')
-    guest_image = testbed.TestGuest(conf.test_guest_dir, work)
+    guest_image = testbed.TestGuest(conf.test_guest_dir, work,
+                                    network=conf.clone_network)
     tag = uuidlib.uuid4().hex[:6]
     source_name = 'nls-demo-%s' % tag
     image_name = 'demo-%s' % tag
@@ -65,7 +66,7 @@ def run(conf, clones=3, keep=False, progress=None):
         progress('booting source %s from the test guest (TCG)' % source_name)
         t0 = time.monotonic()
         source = guest_image.boot(eng.host, source_name)
-        ready = testbed.wait_ready(source, timeout=180)
+        ready = testbed.wait_ready(source, timeout=300)
         result['cold_boot_s'] = round(time.monotonic() - t0, 2)
         progress('source ready after %.1f s (token %s)'
                  % (result['cold_boot_s'], ready.token))

@@ -57,6 +57,7 @@ class StepReport:
     step: str
     status: Status
     detail: str = ''
+    seconds: float = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,8 @@ class IdentityReport:
     def to_dict(self):
         return {'agent': self.agent, 'reset': self.reset,
                 'steps': [{'step': s.step, 'status': s.status.value,
-                           'detail': s.detail} for s in self.steps],
+                           'detail': s.detail, 'seconds': s.seconds}
+                          for s in self.steps],
                 'facts': dict(self.facts)}
 
 
@@ -350,13 +352,13 @@ def reset(guest, identity, set_link_up, *, agent_timeout=30,
                              % agent_timeout)
         time.sleep(0.1)
     steps = _Steps(guest, identity, step_timeout)
-    steps.mac()
-    steps.entropy()
-    steps.hostname()
-    steps.ssh_host_keys()
-    steps.machine_id()
-    steps.clock()
-    steps.network(set_link_up)
-    steps.hooks(hooks_dir)
+    for run in (steps.mac, steps.entropy, steps.hostname,
+                steps.ssh_host_keys, steps.machine_id, steps.clock,
+                lambda: steps.network(set_link_up),
+                lambda: steps.hooks(hooks_dir)):
+        started = time.monotonic()
+        run()
+        steps.reports[-1] = dataclasses.replace(
+            steps.reports[-1], seconds=round(time.monotonic() - started, 3))
     return IdentityReport(agent=True, steps=tuple(steps.reports),
                           facts=steps.facts)

@@ -59,6 +59,15 @@ def _parser():
                     help='print the result as one JSON object')
     dm.add_argument('--keep', action='store_true',
                     help='keep the source, image and clones')
+    dm.add_argument('--guest-dir',
+                    help='a built test guest (default [live_snapshot] '
+                         'test_guest_dir; the Debian guest of '
+                         'tools/build-debian-guest.sh shows SSH host keys '
+                         'and machine-ids too)')
+    dm.add_argument('--network',
+                    help='libvirt network for the source and clones (default '
+                         "[live_snapshot] clone_network, else QEMU's "
+                         'user-mode network)')
     return p
 
 
@@ -79,6 +88,12 @@ def run(argv):
     opts = conf.live_snapshot
 
     if args.command == 'demo':
+        if args.guest_dir:
+            conf.set_override('test_guest_dir', args.guest_dir,
+                              group='live_snapshot')
+        if args.network:
+            conf.set_override('clone_network', args.network,
+                              group='live_snapshot')
         result = demo.run(opts, clones=args.clones, keep=args.keep)
         if args.json:
             _emit(result)
