@@ -195,9 +195,9 @@ class CloneManager:
         All or nothing: if one clone fails, the others of the batch are
         destroyed and the first error is raised.
 
-        :param exact_copy: keep the image's generation ID and skip
-            re-identification: clones that share every secret of the source.
-            For debugging, and for proving what re-identification changes.
+        :param exact_copy: skip re-identification: clones that share every
+            secret of the source, kept off the network (link down). For
+            debugging, and for proving what re-identification changes.
 
         :param verified: :class:`nova_live_snapshot.liveimage.VerifiedImage`
         :returns: a list of :class:`Clone`
@@ -230,7 +230,7 @@ class CloneManager:
     def _spec(self, verified, name, exact_copy):
         image = verified.image
         path = os.path.join(self.root, name)
-        spec = domainxml.DomainSpec(
+        return domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
             console_log=os.path.join(path, 'console.log'),
@@ -238,10 +238,11 @@ class CloneManager:
             vcpus=image.vcpus,
             machine=image.machine,
             network=self.network,
-            link_up=exact_copy)
-        if exact_copy and verified.domain.genid:
-            spec = spec.with_identity(genid=verified.domain.genid)
-        return spec
+            # Clones start with the link down until re-identified. An exact
+            # copy keeps its link as captured only on QEMU's private
+            # user-mode network, where its source's addresses clash with
+            # nobody; on a shared network it stays off it.
+            link_up=exact_copy and self.network is None)
 
     def _reidentify(self, verified, spec, guest):
         old_mac = verified.domain.nics[0][1] if verified.domain.nics else None
@@ -305,10 +306,11 @@ class CloneManager:
                     name=name, image=image.name,
                     reason='feeding the memory stream: %s' % feeder.error)
             guest = self.host.lookup(name)
-            # The persistent definition has the link up: the next start is
-            # a boot, not a resume.
+            # The persistent definition of a clone has the link up: its next
+            # start is a boot, not a resume. An exact copy stays off the
+            # network: it would answer with its source's addresses.
             self.host.define(domainxml.render(spec.with_identity(
-                link_up=True)))
+                link_up=spec.link_up or not exact_copy)))
             restore_s = round(time.monotonic() - started, 3)
             report = None
             if not exact_copy:

@@ -210,6 +210,22 @@ class Guest:
         finally:
             self.agent_command('guest-file-close', {'handle': handle})
 
+    def agent_write_file(self, path, data):
+        """Create or truncate ``path`` in the guest and write ``data``.
+
+        qemu-ga creates new files mode 0600.
+        """
+        handle = self.agent_command('guest-file-open',
+                                    {'path': path, 'mode': 'w'})
+        try:
+            for start in range(0, len(data), 48 * 1024):
+                self.agent_command('guest-file-write', {
+                    'handle': handle,
+                    'buf-b64': base64.b64encode(
+                        data[start:start + 48 * 1024]).decode()})
+        finally:
+            self.agent_command('guest-file-close', {'handle': handle})
+
     def agent_exec(self, argv, timeout=30, stdin=None):
         """Run ``argv`` in the guest; return ``(exit code, stdout, stderr)``.
 

@@ -32,6 +32,8 @@ import enum
 import logging
 import os
 import re
+import subprocess
+import tempfile
 import time
 import uuid as uuidlib
 
@@ -154,15 +156,36 @@ fi
 echo "$old -> $(hostname)"
 '''
 
-_SSH_SCRIPT = r'''
+_SSH_TYPES_SCRIPT = r'''
 command -v ssh-keygen >/dev/null 2>&1 || exit 3
 [ -d /etc/ssh ] || exit 3
-rm -f /etc/ssh/ssh_host_*key /etc/ssh/ssh_host_*key.pub
-ssh-keygen -A >/dev/null || exit 1
+for f in /etc/ssh/ssh_host_*_key; do
+    [ -f "$f" ] && t=${f#/etc/ssh/ssh_host_} && echo "${t%_key}"
+done
+true
+'''
+
+# Installs the keys staged as /etc/ssh/.nls-new-*: old keys go, new keys
+# take their place with sshd's modes, sshd restarts with them. With no
+# staged keys (no ssh-keygen on the host) the guest makes its own.
+_SSH_INSTALL_SCRIPT = r'''
+cd /etc/ssh || exit 1
+rm -f ssh_host_*key ssh_host_*key.pub
+staged=
+for f in .nls-new-ssh_host_*; do
+    [ -f "$f" ] || continue
+    staged=1
+    mv "$f" "${f#.nls-new-}"
+done
+if [ -z "$staged" ]; then
+    ssh-keygen -A >/dev/null || exit 1
+fi
+chmod 600 ssh_host_*key
+chmod 644 ssh_host_*key.pub
 if command -v systemctl >/dev/null 2>&1; then
     systemctl try-restart ssh.service sshd.service >/dev/null 2>&1 || true
 fi
-for f in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf "$f"; done
+for f in ssh_host_*_key.pub; do ssh-keygen -lf "$f"; done
 '''
 
 _MACHINE_ID_SCRIPT = r'''
@@ -214,6 +237,21 @@ for f in "$3"/*; do
 done
 echo "ran:${ran:- none}"
 '''
+
+
+def _host_keys(types, hostname):
+    """Generate SSH host keys on this host: ``[(file name, bytes), ...]``."""
+    keys = []
+    with tempfile.TemporaryDirectory(prefix='nls-ssh-') as tmp:
+        for key_type in types:
+            path = os.path.join(tmp, 'ssh_host_%s_key' % key_type)
+            subprocess.run(['ssh-keygen', '-q', '-t', key_type, '-N', '',
+                            '-C', 'root@%s' % hostname, '-f', path],
+                           check=True, capture_output=True)
+            for suffix in ('', '.pub'):
+                with open(path + suffix, 'rb') as f:
+                    keys.append((os.path.basename(path) + suffix, f.read()))
+    return keys
 
 
 class _Steps:
@@ -292,7 +330,28 @@ class _Steps:
             self.facts['hostname'] = self.identity.hostname
 
     def ssh_host_keys(self):
-        r = self.script('ssh_host_keys', _SSH_SCRIPT)
+        """New host keys of the types the guest had.
+
+        They are made on the host, where ssh-keygen runs natively (an RSA
+        key takes seconds under TCG) from the host's entropy, and written
+        through the agent; the guest makes its own when the host cannot.
+        """
+        r = self.script('ssh_host_keys', _SSH_TYPES_SCRIPT)
+        if r.status != Status.DONE:
+            return
+        self.reports.pop()
+        types = [t for t in r.detail.split() if re.fullmatch(r'[a-z0-9]+', t)]
+        try:
+            for name, data in _host_keys(types or ['ed25519'],
+                                         self.identity.hostname):
+                self.guest.agent_write_file('/etc/ssh/.nls-new-' + name, data)
+        except (OSError, subprocess.CalledProcessError) as e:
+            LOG.info('Host-side SSH key generation failed (%s); the guest '
+                     'generates its own', e)
+        except exception.GuestAgentError as e:
+            self.record('ssh_host_keys', Status.FAILED, str(e))
+            return
+        r = self.script('ssh_host_keys', _SSH_INSTALL_SCRIPT)
         if r.status == Status.DONE:
             self.facts['ssh_host_keys'] = r.detail.splitlines()
 

@@ -78,7 +78,9 @@ class TestGuest:
         self.disk = os.path.join(guest_dir, self.meta['disk'])
         os.makedirs(work_dir, mode=0o711, exist_ok=True)
 
-    def spec(self, name):
+    _DEFAULT = object()
+
+    def spec(self, name, network=_DEFAULT):
         path = os.path.join(self.work_dir, name)
         return domainxml.DomainSpec(
             name=name,
@@ -86,11 +88,14 @@ class TestGuest:
             console_log=os.path.join(path, 'console.log'),
             memory_mib=int(self.meta.get('memory_mib', 128)),
             vcpus=int(self.meta.get('vcpus', 1)),
-            network=self.network)
+            network=self.network if network is self._DEFAULT else network)
 
-    def boot(self, host, name, paused=False):
-        """Start a transient source domain ``name``; returns its Guest."""
-        spec = self.spec(name)
+    def boot(self, host, name, paused=False, network=_DEFAULT):
+        """Start a transient source domain ``name``; returns its Guest.
+
+        ``network`` overrides the guest's network (None: user-mode).
+        """
+        spec = self.spec(name, network)
         path = os.path.dirname(spec.disk_path)
         os.makedirs(path, mode=0o711, exist_ok=True)
         qemuimg.create_overlay(self.disk, spec.disk_path)

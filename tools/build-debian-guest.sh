@@ -17,12 +17,12 @@
 # vfat with syslinux, kernel and initramfs, partition 2 the ext4 root),
 # vmlinuz, initrd.img (copies of what partition 1 holds) and guest.json
 # (versions, VM size, disk name, ssh host key fingerprints, stamp). The stamp
-# is a sha256 over this script, the files in tools/debian-guest/, the .deb
-# files in the debootstrap tarball and the host packages whose bits end up in
-# the image; when OUTDIR already holds outputs with the same stamp, nothing
-# is rebuilt. The build happens in a temporary directory next to OUTDIR,
-# which then replaces OUTDIR by rename. Progress goes to stderr; OUTDIR is
-# printed on stdout at the end.
+# is a sha256 over this script, tools/lib/build-common.sh, the files in
+# tools/debian-guest/, the .deb files in the debootstrap tarball and the host
+# packages whose bits end up in the image; when OUTDIR already holds outputs
+# with the same stamp, nothing is rebuilt. The build happens in a temporary
+# directory next to OUTDIR, which then replaces OUTDIR by rename. Progress
+# goes to stderr; OUTDIR is printed on stdout at the end.
 #
 # Needs root (debootstrap, chroot). On a fresh Debian 12 machine it installs
 # the build tools it lacks with apt-get --no-install-recommends.
@@ -31,10 +31,12 @@ umask 022
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 self=$here/$(basename "${BASH_SOURCE[0]}")
+# shellcheck source=lib/build-common.sh source-path=SCRIPTDIR
+. "$here/lib/build-common.sh"
+build_init build-debian-guest
 guest_src=$here/debian-guest
 cache_root=${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}
-outdir=${1:-$cache_root/debian-guest}
-outdir=${outdir%/}
+set_outdir "$cache_root/debian-guest" "${1:-}"
 deb_cache=$cache_root/debian-debs
 
 SUITE=bookworm
@@ -55,44 +57,8 @@ MEMORY_MIB=512
 VCPUS=1
 OUTPUTS=("$DISK_NAME" vmlinuz initrd.img guest.json)
 
-start=$SECONDS
-log() { echo "build-debian-guest: [$((SECONDS - start))s] $*" >&2; }
-die() { echo "build-debian-guest: error: $*" >&2; exit 1; }
-
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
 [ -d "$guest_src" ] || die "missing $guest_src"
-case $outdir in
-/*) ;;
-*) outdir=$PWD/$outdir ;;
-esac
-
-export DEBIAN_FRONTEND=noninteractive
-# As root, apt-get would warn that user _apt cannot write to some dirs.
-apt_opts=(-q -o APT::Sandbox::User=root)
-
-apt_updated=
-apt_update_once() {
-    [ -n "$apt_updated" ] && return 0
-    log "apt-get update"
-    apt-get "${apt_opts[@]}" update >&2
-    apt_updated=1
-}
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
-}
-
-# install_missing PKG...: apt-get install those of PKG that are not installed.
-install_missing() {
-    local missing=() p
-    for p in "$@"; do
-        installed "$p" || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    apt_update_once
-    apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" >&2
-}
 
 # --- Build tools (host side) ------------------------------------------------
 # syslinux and syslinux-common: their boot code is written into the image
@@ -152,11 +118,11 @@ fi
 
 compute_stamp() {
     {
-        echo "script $(sha256sum <"$self" | cut -d' ' -f1)"
+        stamp_scripts
         local f
         # Every file under tools/debian-guest/, with its executable bit.
         while IFS= read -r f; do
-            echo "guest/$f $(stat -c %a "$guest_src/$f" | cut -c1) $(sha256sum <"$guest_src/$f" | cut -d' ' -f1)"
+            echo "guest/$f $(stat -c %a "$guest_src/$f" | cut -c1) $(sha256_of "$guest_src/$f")"
         done < <(cd "$guest_src" && find . -type f | LC_ALL=C sort)
         echo "suite $SUITE $ARCH $VARIANT"
         sed 's/^/deb /' "$deblist"
@@ -164,52 +130,14 @@ compute_stamp() {
     } | sha256sum | cut -d' ' -f1
 }
 
-outputs_stamp() {
-    local f
-    for f in "${OUTPUTS[@]}"; do
-        [ -s "$outdir/$f" ] || return 0
-    done
-    sed -n 's/^ *"stamp": "\([0-9a-f]*\)".*/\1/p' "$outdir/guest.json"
-}
-
 if [ -z "${NLS_DEBIAN_REFRESH:-}" ] && [ -s "$deblist" ] && [ -s "$tarball" ]; then
     stamp=$(compute_stamp)
-    if [ "$(outputs_stamp)" = "$stamp" ]; then
-        log "up to date: $outdir (stamp ${stamp:0:12})"
-        echo "$outdir"
-        exit 0
-    fi
+    exit_if_built "$stamp"
 fi
 
 # --- Build -------------------------------------------------------------------
-parent=$(dirname "$outdir")
-mkdir -p "$parent" "$deb_cache"
-# One build per OUTDIR at a time; a second one waits, then finds it done.
-exec 9>"$outdir.lock"
-flock 9
-
-tmp=$(mktemp -d "$parent/.$(basename "$outdir").build.XXXXXX")
-# mounts_under DIR: mount points at or below DIR, deepest first.
-mounts_under() {
-    awk -v d="$1" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r
-}
-cleanup() {
-    local m left
-    for m in $(mounts_under "$tmp"); do
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done
-    left=$(mounts_under "$tmp")
-    if [ -n "$left" ]; then
-        # Never rm -rf through a mount (a bound /dev, /proc...).
-        echo "build-debian-guest: still mounted, not removing $tmp: $left" >&2
-        return
-    fi
-    rm -rf --one-file-system "$tmp"
-}
-trap cleanup EXIT
-work=$tmp/work
-stage=$tmp/out
-mkdir -p "$work" "$stage"
+lock_outdir "$deb_cache"
+make_build_dir
 
 # The debootstrap tarball: made once (under its own lock, shared by every
 # OUTDIR), then reused without network access.
@@ -246,15 +174,8 @@ make_tarball() {
 make_tarball
 
 stamp=$(compute_stamp)
-if [ "$(outputs_stamp)" = "$stamp" ]; then
-    log "up to date: $outdir (stamp ${stamp:0:12})"
-    echo "$outdir"
-    exit 0
-fi
-if [ -e "$outdir" ] && [ ! -e "$outdir/guest.json" ] \
-    && [ -n "$(ls -A "$outdir" 2>/dev/null)" ]; then
-    die "$outdir exists, is not empty and holds no guest.json: not replacing it"
-fi
+exit_if_built "$stamp"
+refuse_foreign_outdir
 
 root=$work/root
 mkdir -p "$root"
@@ -347,8 +268,6 @@ rm -rf "$root"/tmp/* "$root"/var/tmp/* "$root"/root/.bash_history
 
 cp "$root/boot/vmlinuz-$kver" "$stage/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$stage/initrd.img"
-cp "$guest_src/syslinux.cfg" "$work/syslinux.cfg"
-touch -d "@$SOURCE_DATE_EPOCH" "$stage/vmlinuz" "$stage/initrd.img" "$work/syslinux.cfg"
 
 # --- Disk ----------------------------------------------------------------------
 log "making the ${ROOT_MIB} MiB ext4 root from the directory"
@@ -360,14 +279,11 @@ mkfs.ext4 -q -F -L debian-root -U "$root_uuid" -e remount-ro -E root_owner=0:0 \
     -d "$root" "$work/root.img" "${ROOT_MIB}M" >&2
 
 log "making the ${BOOT_MIB} MiB vfat boot partition"
-export MTOOLS_SKIP_CHECK=1
 # -h: the partition starts this many sectors into the disk (the FAT boot
 # sector records it; syslinux's boot code uses it to find ldlinux.sys).
 mkfs.vfat --invariant -F 16 -n DEBBOOT -h $((BOOT_START_MIB * 2048)) \
     -C "$work/boot.img" $((BOOT_MIB * 1024)) >&2
-mcopy -m -i "$work/boot.img" "$stage/vmlinuz" ::vmlinuz
-mcopy -m -i "$work/boot.img" "$stage/initrd.img" ::initrd.img
-mcopy -m -i "$work/boot.img" "$work/syslinux.cfg" ::syslinux.cfg
+fat_add_boot_files "$work/boot.img"
 
 log "assembling the ${DISK_MIB} MiB disk"
 raw=$work/disk.raw
@@ -393,7 +309,7 @@ qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$raw" "$stage/$DIS
 rm -f "$raw"
 
 # --- guest.json ----------------------------------------------------------------
-cmdline=$(sed -n 's/^[[:space:]]*APPEND[[:space:]]*//p' "$guest_src/syslinux.cfg" | head -n 1)
+cmdline=$(syslinux_cmdline)
 fp_json=$(IFS=,; echo "${fingerprints[*]}")
 fp_json=${fp_json//,/, }
 cat >"$stage/guest.json" <<EOF
@@ -425,13 +341,6 @@ cat >"$stage/guest.json" <<EOF
 }
 EOF
 
-chmod 0755 "$stage"
-chmod 0644 "$stage"/*
-# Replace OUTDIR by rename (a QEMU run by libvirt-qemu reads the disk, so
-# everything stays world-readable).
-if [ -e "$outdir" ]; then
-    mv -T "$outdir" "$tmp/old"
-fi
-mv -T "$stage" "$outdir"
+publish_outputs
 log "done: $(du -h "$outdir/$DISK_NAME" | cut -f1) disk ($DISK_MIB MiB virtual), $(du -h "$outdir/initrd.img" | cut -f1) initrd"
 echo "$outdir"

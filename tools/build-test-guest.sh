@@ -12,11 +12,12 @@
 #
 # Outputs in OUTDIR: busybox-guest.qcow2 (the bootable disk), vmlinuz,
 # initrd.img and guest.json (versions, VM size, disk name, stamp). The stamp
-# is a sha256 over this script, the files in tools/guest/, the .deb files
-# used and the host packages whose bits end up in the image; when OUTDIR
-# already holds outputs with the same stamp, nothing is rebuilt. The build
-# happens in a temporary directory next to OUTDIR, which then replaces OUTDIR
-# by rename. Progress goes to stderr; OUTDIR is printed on stdout at the end.
+# is a sha256 over this script, tools/lib/build-common.sh, the files in
+# tools/guest/, the .deb files used and the host packages whose bits end up
+# in the image; when OUTDIR already holds outputs with the same stamp,
+# nothing is rebuilt. The build happens in a temporary directory next to
+# OUTDIR, which then replaces OUTDIR by rename. Progress goes to stderr;
+# OUTDIR is printed on stdout at the end.
 #
 # Needs root only to apt-get install missing build tools (on a fresh Debian
 # 12 machine it installs them, with --no-install-recommends).
@@ -25,10 +26,12 @@ umask 022
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 self=$here/$(basename "${BASH_SOURCE[0]}")
+# shellcheck source=lib/build-common.sh source-path=SCRIPTDIR
+. "$here/lib/build-common.sh"
+build_init build-test-guest
 guest_src=$here/guest
 cache_root=${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}
-outdir=${1:-$cache_root/guest}
-outdir=${outdir%/}
+set_outdir "$cache_root/guest" "${1:-}"
 deb_cache=$cache_root/debs
 
 DISK_NAME=busybox-guest.qcow2
@@ -39,44 +42,7 @@ MEMORY_MIB=128
 VCPUS=1
 OUTPUTS=("$DISK_NAME" vmlinuz initrd.img guest.json)
 
-start=$SECONDS
-log() { echo "build-test-guest: [$((SECONDS - start))s] $*" >&2; }
-die() { echo "build-test-guest: error: $*" >&2; exit 1; }
-
 [ -d "$guest_src" ] || die "missing $guest_src"
-case $outdir in
-/*) ;;
-*) outdir=$PWD/$outdir ;;
-esac
-
-export DEBIAN_FRONTEND=noninteractive
-apt_opts=(-q)
-# As root, apt-get download would warn that user _apt cannot write here.
-[ "$(id -u)" = 0 ] && apt_opts+=(-o APT::Sandbox::User=root)
-
-apt_updated=
-apt_update_once() {
-    [ -n "$apt_updated" ] && return 0
-    log "apt-get update"
-    apt-get "${apt_opts[@]}" update >&2
-    apt_updated=1
-}
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
-}
-
-# install_missing PKG...: apt-get install those of PKG that are not installed.
-install_missing() {
-    local missing=() p
-    for p in "$@"; do
-        installed "$p" || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    apt_update_once
-    apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" >&2
-}
 
 # pkg_info PKG...: record the candidate version, architecture and Depends of
 # each PKG in p_ver, p_arch and p_deps. One apt-cache call for all of them:
@@ -160,10 +126,10 @@ install_missing $qga_libs
 
 compute_stamp() {
     {
-        echo "script $(sha256sum <"$self" | cut -d' ' -f1)"
+        stamp_scripts
         local f
         for f in $(cd "$guest_src" && LC_ALL=C ls); do
-            echo "guest/$f $(sha256sum <"$guest_src/$f" | cut -d' ' -f1)"
+            echo "guest/$f $(sha256_of "$guest_src/$f")"
         done
         local d
         for d in "${debs[@]}"; do
@@ -175,42 +141,14 @@ compute_stamp() {
     } | sha256sum | cut -d' ' -f1
 }
 
-outputs_stamp() {
-    local f
-    for f in "${OUTPUTS[@]}"; do
-        [ -s "$outdir/$f" ] || return 0
-    done
-    sed -n 's/^ *"stamp": "\([0-9a-f]*\)".*/\1/p' "$outdir/guest.json"
-}
-
 stamp=$(compute_stamp)
-if [ "$(outputs_stamp)" = "$stamp" ]; then
-    log "up to date: $outdir (stamp ${stamp:0:12})"
-    echo "$outdir"
-    exit 0
-fi
+exit_if_built "$stamp"
 
 # --- Build -------------------------------------------------------------------
-parent=$(dirname "$outdir")
-mkdir -p "$parent" "$deb_cache"
-# One build per OUTDIR at a time; a second one waits, then finds it done.
-exec 9>"$outdir.lock"
-flock 9
-if [ "$(outputs_stamp)" = "$stamp" ]; then
-    log "built meanwhile by another run: $outdir"
-    echo "$outdir"
-    exit 0
-fi
-if [ -e "$outdir" ] && [ ! -e "$outdir/guest.json" ] \
-    && [ -n "$(ls -A "$outdir" 2>/dev/null)" ]; then
-    die "$outdir exists, is not empty and holds no guest.json: not replacing it"
-fi
-
-tmp=$(mktemp -d "$parent/.$(basename "$outdir").build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-work=$tmp/work
-stage=$tmp/out
-mkdir -p "$work" "$stage"
+lock_outdir "$deb_cache"
+exit_if_built "$stamp" "built meanwhile by another run: $outdir"
+refuse_foreign_outdir
+make_build_dir
 
 # fetch_debs: put every .deb of $debs into $deb_cache; return 1 on failure.
 fetch_debs() {
@@ -382,26 +320,21 @@ find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$root" && find . | LC_ALL=C sort \
     | cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$stage/initrd.img"
 cp "$vmlinuz" "$stage/vmlinuz"
-cp "$guest_src/syslinux.cfg" "$work/syslinux.cfg"
-touch -d "@$SOURCE_DATE_EPOCH" "$stage/vmlinuz" "$stage/initrd.img" "$work/syslinux.cfg"
 
 # --- Boot disk -----------------------------------------------------------------
 log "making the ${DISK_MIB} MiB vfat boot disk"
-export MTOOLS_SKIP_CHECK=1
 fat=$work/disk.raw
 # --invariant, mcopy -m and SOURCE_DATE_EPOCH (which mtools honours): no
 # random volume id, no build-time time stamps.
 mkfs.vfat --invariant -n NLSGUEST -C "$fat" $((DISK_MIB * 1024)) >&2
-mcopy -m -i "$fat" "$stage/vmlinuz" ::vmlinuz
-mcopy -m -i "$fat" "$stage/initrd.img" ::initrd.img
-mcopy -m -i "$fat" "$work/syslinux.cfg" ::syslinux.cfg
+fat_add_boot_files "$fat"
 # The mtools-based installer: writes the boot sector and ldlinux.sys into a
 # filesystem image file, no loop device or mount needed.
 syslinux --install "$fat"
 qemu-img convert -f raw -O qcow2 "$fat" "$stage/$DISK_NAME"
 
 # --- guest.json ----------------------------------------------------------------
-cmdline=$(sed -n 's/^[[:space:]]*APPEND[[:space:]]*//p' "$guest_src/syslinux.cfg" | head -n 1)
+cmdline=$(syslinux_cmdline)
 cat >"$stage/guest.json" <<EOF
 {
   "disk": "$DISK_NAME",
@@ -422,13 +355,6 @@ cat >"$stage/guest.json" <<EOF
 }
 EOF
 
-chmod 0755 "$stage"
-chmod 0644 "$stage"/*
-# Replace OUTDIR by rename (a QEMU run by libvirt-qemu reads the disk, so
-# everything stays world-readable).
-if [ -e "$outdir" ]; then
-    mv -T "$outdir" "$tmp/old"
-fi
-mv -T "$stage" "$outdir"
+publish_outputs
 log "done: $(du -h "$outdir/$DISK_NAME" | cut -f1) disk, $(du -h "$outdir/initrd.img" | cut -f1) initrd"
 echo "$outdir"
