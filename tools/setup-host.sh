@@ -110,7 +110,10 @@ XML
     virsh -c qemu:///system net-define "$netxml" >/dev/null
     rm -f "$netxml"
 fi
-if ! virsh -c qemu:///system net-info "$NETWORK" | grep -q '^Active: *yes'; then
+# (Read the state first: grep -q would close the pipe early, and pipefail
+# would then report virsh's SIGPIPE as "not active".)
+state=$(virsh -c qemu:///system net-info "$NETWORK")
+if ! grep -q '^Active: *yes' <<<"$state"; then
     log "starting network $NETWORK"
     virsh -c qemu:///system net-start "$NETWORK" >/dev/null
 fi
