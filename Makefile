@@ -9,7 +9,7 @@ export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 
-.PHONY: all demo test unit live host guest venv clean distclean
+.PHONY: all demo bench test unit live host guest venv clean distclean
 
 all: test
 
@@ -30,6 +30,10 @@ $(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt
 
 demo: venv guest
 	$(VENV)/bin/nova-live-snapshot demo
+
+# The full benchmark suite (minutes); results in bench-results/.
+bench: venv guest
+	$(VENV)/bin/nova-live-snapshot bench --out bench-results
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

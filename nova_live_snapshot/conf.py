@@ -7,7 +7,7 @@ Registered on ``oslo_config.cfg.CONF`` by :func:`register_opts`; listed for
 
 from oslo_config import cfg
 
-__all__ = ['CONF', 'GROUP', 'register_opts', 'list_opts']
+__all__ = ['CONF', 'GROUP', 'register_opts', 'list_opts', 'new', 'derive']
 
 CONF = cfg.CONF
 
@@ -165,6 +165,26 @@ def register_opts(conf=CONF):
     group = cfg.OptGroup(GROUP.name, title=GROUP.title, help=GROUP.help)
     conf.register_group(group)
     conf.register_opts(ENGINE_OPTS + TESTBED_OPTS, group=group)
+
+
+def new(**overrides):
+    """A ``[live_snapshot]`` group of a private ConfigOpts, read from no
+    file, with ``overrides`` applied."""
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], project='nova-live-snapshot', default_config_files=[])
+    for key, value in overrides.items():
+        conf.set_override(key, value, group=GROUP.name)
+    return conf.live_snapshot
+
+
+def derive(group, **overrides):
+    """A copy of the ``[live_snapshot]`` values of ``group`` with
+    ``overrides`` applied; ``group`` itself is left as it is."""
+    values = {opt.name: getattr(group, opt.name)
+              for opt in ENGINE_OPTS + TESTBED_OPTS}
+    values.update(overrides)
+    return new(**values)
 
 
 def list_opts():

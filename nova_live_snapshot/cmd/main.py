@@ -8,6 +8,7 @@ in the ``--config-file`` files (defaults otherwise).
 import argparse
 import json
 import logging
+import os
 import sys
 
 from oslo_config import cfg
@@ -68,6 +69,15 @@ def _parser():
                     help='libvirt network for the source and clones (default '
                          "[live_snapshot] clone_network, else QEMU's "
                          'user-mode network)')
+    b = sub.add_parser('bench', help='benchmark suite: cold boot against '
+                                     'clone, restore floor, capture pause, '
+                                     'scale')
+    b.add_argument('--quick', action='store_true',
+                   help='fewer repetitions and clones (for CI)')
+    b.add_argument('--json', action='store_true',
+                   help='print the result as one JSON object')
+    b.add_argument('--out', default='bench-results',
+                   help='directory for result.json, report.md and plots')
     return p
 
 
@@ -100,6 +110,19 @@ def run(argv):
         else:
             print(demo.format_report(result))
         return 0 if all(c['resumed'] for c in result['clones']) else 1
+
+    if args.command == 'bench':
+        from nova_live_snapshot.bench import report
+        from nova_live_snapshot.bench import suite
+        result = suite.run(opts, quick=args.quick,
+                           progress=demo.Progress(sys.stderr))
+        report.write(result, args.out)
+        if args.json:
+            _emit(result)
+        else:
+            with open(os.path.join(args.out, 'report.md')) as f:
+                print(f.read())
+        return 0
 
     if getattr(args, 'mode', None):
         conf.set_override('capture_mode', args.mode, group='live_snapshot')
