@@ -20,6 +20,13 @@ def _plots(result, out_dir):
     from matplotlib import pyplot as plt
 
     files = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=100)
+        plt.close(fig)
+        return name
+
     ready = result['ready']
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar(['cold boot', 'live clone'],
@@ -27,10 +34,7 @@ def _plots(result, out_dir):
            color=['#999999', '#2a7ab0'])
     ax.set_ylabel('seconds to workload ready (median)')
     ax.set_title('Time to ready: %.1fx' % ready['ratio_cold_over_clone'])
-    fig.tight_layout()
-    files.append('ready.png')
-    fig.savefig(os.path.join(out_dir, files[-1]), dpi=100)
-    plt.close(fig)
+    files.append(save(fig, 'ready.png'))
 
     floor = result['restore_floor']
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -41,10 +45,7 @@ def _plots(result, out_dir):
     ax.bar(labels, [floor[k]['median'] for k in keys], color='#2a7ab0')
     ax.set_ylabel('seconds (median)')
     ax.set_title('Restore floor')
-    fig.tight_layout()
-    files.append('restore-floor.png')
-    fig.savefig(os.path.join(out_dir, files[-1]), dpi=100)
-    plt.close(fig)
+    files.append(save(fig, 'restore-floor.png'))
 
     rows = result['scale']
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -59,10 +60,7 @@ def _plots(result, out_dir):
     ax.set_xticks(counts)
     ax.legend()
     ax.set_title('Scale')
-    fig.tight_layout()
-    files.append('scale.png')
-    fig.savefig(os.path.join(out_dir, files[-1]), dpi=100)
-    plt.close(fig)
+    files.append(save(fig, 'scale.png'))
     return files
 
 
