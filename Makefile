@@ -31,9 +31,10 @@ $(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt
 demo: venv guest
 	$(VENV)/bin/nova-live-snapshot demo
 
-# The full benchmark suite (minutes); results in bench-results/.
+# The full benchmark suite (about 6 minutes); results in bench-results/.
 bench: venv guest
-	$(VENV)/bin/nova-live-snapshot bench --out bench-results
+	$(VENV)/bin/nova-live-snapshot bench --out bench-results \
+	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -277,6 +277,14 @@ class CloneManager:
             LOG.warning('Clone %s runs with the identity of its source: %s',
                         spec.name, report.steps[0].detail)
             guest.set_link_up(spec.mac)
+        elif not report.reset:
+            # A clone that is half re-identified may still share what
+            # matters with its source: it does not survive.
+            failed = ['%s (%s)' % (s.step, s.detail) for s in report.steps
+                      if s.status == identity.Status.FAILED]
+            raise exception.CloneSpawnFailed(
+                name=spec.name, image=verified.image.name,
+                reason='re-identification failed: %s' % '; '.join(failed))
         return report
 
     def _spawn_one(self, verified, name, exact_copy=False):

@@ -157,8 +157,8 @@ def format_report(result):
                  % (len(result['clones']), result['clones_wall_s'],
                     ', '.join('%.2f' % s for s in result['clone_restore_s'])))
     lines.append('')
-    lines.append('%-24s %8s %8s  %-32s %s' % ('domain', 'spawn s', 'counter',
-                                             'token', 'resumed'))
+    lines.append('%-24s %8s %8s  %-32s %s'
+                 % ('domain', 'spawn s', 'counter', 'token', 'resumed'))
     lines.append('%-24s %8s %8d  %-32s %s' % (
         src['name'] + ' (source)', '-', src['counter_before_capture'],
         src['token'], 'captured at this counter'))

@@ -80,22 +80,24 @@ class TestGuest:
 
     _DEFAULT = object()
 
-    def spec(self, name, network=_DEFAULT):
+    def spec(self, name, network=_DEFAULT, memory_mib=None):
         path = os.path.join(self.work_dir, name)
         return domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
             console_log=os.path.join(path, 'console.log'),
-            memory_mib=int(self.meta.get('memory_mib', 128)),
+            memory_mib=memory_mib or int(self.meta.get('memory_mib', 128)),
             vcpus=int(self.meta.get('vcpus', 1)),
             network=self.network if network is self._DEFAULT else network)
 
-    def boot(self, host, name, paused=False, network=_DEFAULT):
+    def boot(self, host, name, paused=False, network=_DEFAULT,
+             memory_mib=None):
         """Start a transient source domain ``name``; returns its Guest.
 
-        ``network`` overrides the guest's network (None: user-mode).
+        ``network`` overrides the guest's network (None: user-mode),
+        ``memory_mib`` its RAM.
         """
-        spec = self.spec(name, network)
+        spec = self.spec(name, network, memory_mib)
         path = os.path.dirname(spec.disk_path)
         os.makedirs(path, mode=0o711, exist_ok=True)
         qemuimg.create_overlay(self.disk, spec.disk_path)

@@ -93,23 +93,36 @@ done
 virsh -c qemu:///system version | sed 's/^/setup-host: /' >&2
 
 # The isolated test network: a bridge with DHCP (dnsmasq) and no forwarding,
-# inside the namespace. Clones on it must each lease their own address.
+# inside the namespace. Clones on it must each lease their own address, and
+# every clone has a new MAC: a /16 and short leases keep the pool from
+# running dry however many clones the tests and benchmarks make.
 NETWORK=${NLS_NETWORK:-nls-test}
-if ! virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1; then
-    log "defining isolated network $NETWORK"
-    netxml=$(mktemp)
-    cat >"$netxml" <<XML
+netxml=$(mktemp)
+cat >"$netxml" <<XML
 <network>
   <name>$NETWORK</name>
   <bridge name='nlsbr0' stp='off' delay='0'/>
-  <ip address='10.77.0.1' netmask='255.255.255.0'>
-    <dhcp><range start='10.77.0.100' end='10.77.0.250'/></dhcp>
+  <ip address='10.77.0.1' netmask='255.255.0.0'>
+    <dhcp>
+      <range start='10.77.1.1' end='10.77.254.254'>
+        <lease expiry='10' unit='minutes'/>
+      </range>
+    </dhcp>
   </ip>
 </network>
 XML
-    virsh -c qemu:///system net-define "$netxml" >/dev/null
-    rm -f "$netxml"
+if virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1 && \
+        ! grep -q "range start='10.77.1.1'" \
+            <<<"$(virsh -c qemu:///system net-dumpxml "$NETWORK")"; then
+    log "redefining network $NETWORK"
+    virsh -c qemu:///system net-destroy "$NETWORK" >/dev/null 2>&1 || true
+    virsh -c qemu:///system net-undefine "$NETWORK" >/dev/null
 fi
+if ! virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1; then
+    log "defining isolated network $NETWORK"
+    virsh -c qemu:///system net-define "$netxml" >/dev/null
+fi
+rm -f "$netxml"
 # (Read the state first: grep -q would close the pipe early, and pipefail
 # would then report virsh's SIGPIPE as "not active".)
 state=$(virsh -c qemu:///system net-info "$NETWORK")

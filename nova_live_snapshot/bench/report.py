@@ -61,6 +61,20 @@ def _plots(result, out_dir):
     ax.legend()
     ax.set_title('Scale')
     files.append(save(fig, 'scale.png'))
+    if result.get('size'):
+        rows = result['size']
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for touched, label in ((False, 'idle guest'),
+                               (True, 'a quarter of the RAM touched')):
+            pts = [r for r in rows if bool(r['touched_mib']) == touched]
+            ax.plot([r['ram_mib'] for r in pts],
+                    [r['restore_s']['median'] for r in pts], 'o-',
+                    label=label)
+        ax.set_xlabel('guest RAM (MiB)')
+        ax.set_ylabel('restore, seconds (median)')
+        ax.legend()
+        ax.set_title('Restore time against RAM')
+        files.append(save(fig, 'restore-vs-ram.png'))
     return files
 
 
@@ -115,6 +129,25 @@ def markdown(result, plots=()):
             _fmt(row['per_clone_spawn_s']), row['per_clone_rss_mib'],
             row['per_clone_disk_mib'], row['memory_stream_copies']))
     lines.append('')
+    if result.get('size'):
+        lines += ['## Size', '',
+                  '| RAM | touched | memory image | pause | restore |',
+                  '|---|---|---|---|---|']
+        for row in result['size']:
+            lines.append('| %d MiB | %d MiB | %.1f MiB | %.1f ms | %s |' % (
+                row['ram_mib'], row['touched_mib'], row['memory_image_mib'],
+                row['pause_ms'], _fmt(row['restore_s'])))
+        lines.append('')
+    if result.get('sshd_ready'):
+        r = result['sshd_ready']
+        lines += ['## Debian guest: until sshd answers', '',
+                  '| | |', '|---|---|',
+                  '| cold boot until sshd answers | %s |' % _fmt(r['cold_s']),
+                  '| clone (restore, re-identification with new host keys, '
+                  'DHCP) until sshd answers on its new address | %s |'
+                  % _fmt(r['clone_s']),
+                  '| **ratio cold / clone** | **%.2f** |'
+                  % r['ratio_cold_over_clone'], '']
     for name in plots:
         lines += ['![%s](%s)' % (name, name), '']
     return '\n'.join(lines)

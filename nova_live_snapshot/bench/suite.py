@@ -8,6 +8,8 @@ import contextlib
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import uuid as uuidlib
 
@@ -69,10 +71,11 @@ class Bench:
     def name(self, what):
         return 'nlsb-%s-%s-%s' % (self.tag, what, uuidlib.uuid4().hex[:4])
 
-    def boot_ready(self, what='src'):
+    def boot_ready(self, what='src', memory_mib=None, guest_image=None):
+        guest_image = guest_image or self.guest_image
         name = self.name(what)
         started = time.monotonic()
-        guest = self.guest_image.boot(self.host, name)
+        guest = guest_image.boot(self.host, name, memory_mib=memory_mib)
         self.sources.append(name)
         testbed.wait_ready(guest, timeout=300)
         return guest, time.monotonic() - started
@@ -89,6 +92,10 @@ class Bench:
                 eng.delete_image(image, destroy_clones=True)
         for name in self.sources:
             self.guest_image.remove(self.host, name)
+
+    def drop_source(self, guest):
+        self.guest_image.remove(self.host, guest.name)
+        self.sources.remove(guest.name)
 
     # Measurements ----------------------------------------------------------
 
@@ -176,6 +183,100 @@ class Bench:
                           'capture_s': _stats(totals)}
         return out
 
+    def size(self, sizes, reps):
+        """Restore time against guest RAM and against touched memory.
+
+        For each RAM size a guest boots, optionally fills a quarter of its
+        RAM with random data in tmpfs (touched pages cannot be left out of the
+        memory image), is captured, and exact copies are restored.
+        """
+        rows = []
+        for ram in sizes:
+            for touched in (0, ram // 4):
+                guest, _ = self.boot_ready('ram%d' % ram, memory_mib=ram)
+                if touched:
+                    rc, _, err = guest.agent_exec(
+                        ['/bin/sh', '-c', 'dd if=/dev/urandom of=/run/fill '
+                         'bs=1048576 count=%d 2>&1' % touched], timeout=300)
+                    if rc != 0:
+                        raise RuntimeError('filling guest memory: %s' % err)
+                result = self.capture(guest)
+                restore_s = []
+                for _ in range(reps):
+                    (clone,) = self.engine.spawn(result.image.name,
+                                                 exact_copy=True)
+                    restore_s.append(clone.restore_s)
+                    self.engine.destroy(clone.name)
+                rows.append({
+                    'ram_mib': ram, 'touched_mib': touched,
+                    'memory_image_mib': round(
+                        result.image.manifest.files['memory']['size']
+                        / 2 ** 20, 1),
+                    'pause_ms': round(result.pause_ms, 1),
+                    'capture_s': round(result.duration_s, 3),
+                    'restore_s': _stats(restore_s)})
+                self.engine.delete_image(result.image.name)
+                self.images.pop()
+                self.drop_source(guest)
+        return rows
+
+    def sshd_ready(self, guest_dir, netns, reps):
+        """On the Debian guest: cold boot until sshd answers, against clone
+        spawn (restore and re-identification, new host keys included) until
+        sshd answers on the clone's new address."""
+        debian = testbed.TestGuest(guest_dir, self.guest_image.work_dir,
+                                   network=self.conf.clone_network)
+        cold_s, clone_s = [], []
+        source = None
+        for _ in range(reps):
+            name = self.name('deb')
+            started = time.monotonic()
+            guest = debian.boot(self.host, name)
+            addr = self.host_lease(guest)
+            _wait_ssh(netns, addr, started + 300)
+            cold_s.append(time.monotonic() - started)
+            if source is None:
+                source = guest
+                testbed.wait_ready(source, timeout=120)
+                self.sources.append(name)
+            else:
+                debian.remove(self.host, name)
+        image = self.capture(source).image
+        for _ in range(reps):
+            started = time.monotonic()
+            (clone,) = self.engine.spawn(image.name)
+            addr = clone.identity['facts']['ipv4'].split('/')[0]
+            _wait_ssh(netns, addr, started + 300)
+            clone_s.append(time.monotonic() - started)
+            self.engine.destroy(clone.name)
+        self.engine.delete_image(image.name)
+        self.images.pop()
+        debian.remove(self.host, source.name)
+        self.sources.remove(source.name)
+        return {'cold_s': _stats(cold_s), 'clone_s': _stats(clone_s),
+                'ratio_cold_over_clone': round(
+                    statistics.median(cold_s) / statistics.median(clone_s),
+                    2)}
+
+    def host_lease(self, guest, timeout=300):
+        """The IPv4 address the network's DHCP server leased to ``guest``."""
+        import libvirt
+
+        def lease():
+            try:
+                addrs = guest.domain.interfaceAddresses(
+                    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+            except libvirt.libvirtError:
+                return None
+            for iface in addrs.values():
+                for a in iface.get('addrs') or []:
+                    if a['type'] == libvirt.VIR_IP_ADDR_TYPE_IPV4:
+                        return a['addr']
+            return None
+        from nova_live_snapshot import host as host_mod
+        return host_mod.wait_for(lease, timeout, interval=0.2,
+                                 what='a DHCP lease for %s' % guest.name)
+
     def engine_for(self, **overrides):
         return engine_mod.Engine(conf_mod.derive(self.conf, **overrides),
                                  host=self.host)
@@ -206,6 +307,32 @@ class Bench:
         return rows
 
 
+_SSH_PROBE = """
+import socket, sys, time
+addr, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        with socket.create_connection((addr, 22), timeout=1) as s:
+            s.settimeout(5)
+            if s.recv(4).startswith(b'SSH-'):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+"""
+
+
+def _wait_ssh(netns, addr, deadline):
+    """Wait until sshd at ``addr`` sends its banner, probing from inside the
+    test network's namespace (nothing outside it can reach the guests)."""
+    remaining = max(1.0, deadline - time.monotonic())
+    rc = subprocess.run(['ip', 'netns', 'exec', netns, sys.executable, '-c',
+                         _SSH_PROBE, addr, str(remaining)]).returncode
+    if rc != 0:
+        raise TimeoutError('sshd at %s did not answer' % addr)
+
+
 def machine_facts(host):
     return {'hostname': platform.node(), 'cpus': os.cpu_count(),
             'memory_gib': round(os.sysconf('SC_PHYS_PAGES')
@@ -215,12 +342,18 @@ def machine_facts(host):
             'accelerator': 'tcg'}
 
 
-def run(conf, quick=False, progress=print):
+def run(conf, quick=False, progress=print, debian_guest_dir=None,
+        netns='nls-test'):
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
-    result dict (see ``doc/source/benchmarks.rst``)."""
+    result dict (see ``doc/source/benchmarks.rst``).
+
+    The Debian sshd-ready section runs when ``debian_guest_dir`` is given
+    and ``conf.clone_network`` names the test network in ``netns``.
+    """
     bench = Bench(conf, progress)
     reps = 2 if quick else 5
     counts = [1, 2] if quick else [1, 2, 4, 8]
+    sizes = [128, 256] if quick else [128, 512, 1024]
     result = {'quick': quick, 'machine': machine_facts(bench.host),
               'guest': dict(bench.guest_image.meta)}
     try:
@@ -243,6 +376,19 @@ def run(conf, quick=False, progress=print):
             result['capture']['live_tmpfs']['pause_ms']['median']
         progress('scale %s' % counts)
         result['scale'] = bench.scale(image, counts)
+        bench.drop_source(source)
+        progress('restore time against RAM %s MiB' % sizes)
+        result['size'] = bench.size(sizes, 1 if quick else 3)
+        if debian_guest_dir and conf.clone_network:
+            progress('Debian guest: cold boot against clone, until sshd '
+                     'answers (%d each)' % (2 if quick else 3))
+            result['sshd_ready'] = bench.sshd_ready(
+                debian_guest_dir, netns, 2 if quick else 3)
+            result['ready_ratio_cold_over_clone'] = \
+                result['sshd_ready']['ratio_cold_over_clone']
+            result['ready_ratio_guest'] = 'debian, sshd'
+        else:
+            result['ready_ratio_guest'] = 'busybox, workload'
         return result
     finally:
         bench.close()

@@ -78,6 +78,15 @@ def _parser():
                    help='print the result as one JSON object')
     b.add_argument('--out', default='bench-results',
                    help='directory for result.json, report.md and plots')
+    b.add_argument('--debian-guest-dir',
+                   help='the Debian guest of tools/build-debian-guest.sh: '
+                        'adds cold boot against clone until sshd answers '
+                        '(needs --network)')
+    b.add_argument('--network',
+                   help='libvirt network for the guests (the isolated '
+                        'nls-test network of tools/setup-host.sh)')
+    b.add_argument('--netns', default='nls-test',
+                   help='network namespace the network lives in')
     return p
 
 
@@ -114,8 +123,13 @@ def run(argv):
     if args.command == 'bench':
         from nova_live_snapshot.bench import report
         from nova_live_snapshot.bench import suite
+        if args.network:
+            conf.set_override('clone_network', args.network,
+                              group='live_snapshot')
         result = suite.run(opts, quick=args.quick,
-                           progress=demo.Progress(sys.stderr))
+                           progress=demo.Progress(sys.stderr),
+                           debian_guest_dir=args.debian_guest_dir,
+                           netns=args.netns)
         report.write(result, args.out)
         if args.json:
             _emit(result)

@@ -30,7 +30,15 @@ def test_quick_benchmark_writes_a_complete_report(bed):
         # One memory stream on disk whatever the number of clones.
         assert row['memory_stream_copies'] == 1
         assert row['per_clone_rss_mib'] > 0
-    for name in ('report.md', 'ready.png', 'restore-floor.png', 'scale.png'):
+    sizes = [(row['ram_mib'], row['touched_mib']) for row in saved['size']]
+    assert sizes == [(128, 0), (128, 32), (256, 0), (256, 64)]
+    by = {key: row['memory_image_mib'] for key, row in zip(sizes,
+                                                           saved['size'])}
+    # Touched pages are in the memory image; untouched ones are not.
+    assert by[(256, 64)] > by[(256, 0)] + 32
+    assert by[(256, 0)] < 256
+    for name in ('report.md', 'ready.png', 'restore-floor.png', 'scale.png',
+                 'restore-vs-ram.png'):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     assert 'ratio cold / clone' in open(os.path.join(out, 'report.md')).read()
     assert messages and os.listdir(conf.clone_dir) == []

@@ -62,8 +62,8 @@ def test_image_files_are_private(golden):
     assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0
 
 
-def test_frozen_disk_never_changes_while_the_source_writes(bed, source,
-                                                          golden):
+def test_frozen_disk_never_changes_while_the_source_writes(
+        bed, source, golden):
     """The source now writes to a new overlay: what it writes after the
     capture reaches neither its old image nor the image's disk."""
     result, _, _ = golden
@@ -109,6 +109,7 @@ def test_save_mode_capture_restores_the_source(bed):
 def test_capture_refuses_a_domain_that_is_not_running(bed):
     name = bed.name('paused')
     guest = bed.guest_image.boot(bed.host, name, paused=True)
+    assert guest.state() == 'paused'
     images = os.path.join(bed.root, 'images-paused')
     eng = bed.engine_with(image_dir=images)
     try:

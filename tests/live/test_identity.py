@@ -68,8 +68,8 @@ def test_clocks_are_set_to_the_host(four):
         assert abs(guest_ns - time.time_ns()) < 2e9
 
 
-def test_each_clone_leases_its_own_address_and_answers_on_it(bed, four,
-                                                            source):
+def test_each_clone_leases_its_own_address_and_answers_on_it(
+        bed, four, source):
     """On the shared isolated network, each clone asked the network's DHCP
     server for a lease with its new MAC after its link came up: four
     distinct addresses, none the source's, each answering a ping from
@@ -80,7 +80,7 @@ def test_each_clone_leases_its_own_address_and_answers_on_it(bed, four,
     assert len(set(addrs)) == 4
     assert source_addr not in addrs
     for addr, g in zip(addrs, guests):
-        assert addr.startswith('10.77.0.')
+        assert addr.startswith('10.77.')
         assert addr in _sh(g, 'ip -o -4 addr show dev eth0')
         assert bed.ping(addr.split('/')[0]), addr
     # No clone ever spoke with the source's address: the network still maps
@@ -207,3 +207,24 @@ def test_no_agent_permissive_spawns_and_says_so(bed, agentless):
         assert bed.host.lookup(clones[0].name).is_running()
     finally:
         bed.destroy_all(clones, engine=eng)
+
+
+def test_a_failed_step_fails_the_spawn_and_leaves_nothing(bed):
+    """An operator hook that fails makes re-identification fail: the clone
+    is destroyed and the error names the step."""
+    guest = bed.boot('failhook')
+    try:
+        guest.agent_write_file('/etc/nova-live-snapshot/clone.d/20-fail',
+                               b'#!/bin/sh\necho refusing >&2\nexit 7\n')
+        _sh(guest, 'chmod 755 /etc/nova-live-snapshot/clone.d/20-fail')
+        image = bed.engine.capture(guest.name, bed.name('failhook')).image
+        before = set(os.listdir(bed.engine.clones.root))
+        domains = set(bed.our_domains())
+        with pytest.raises(exception.CloneSpawnFailed,
+                           match='re-identification failed: hooks'):
+            bed.spawn(image.name, count=2)
+        assert set(os.listdir(bed.engine.clones.root)) == before
+        assert set(bed.our_domains()) == domains
+        bed.engine.delete_image(image.name)
+    finally:
+        bed.guest_image.remove(bed.host, guest.name)
