@@ -94,8 +94,9 @@ virsh -c qemu:///system version | sed 's/^/setup-host: /' >&2
 
 # The isolated test network: a bridge with DHCP (dnsmasq) and no forwarding,
 # inside the namespace. Clones on it must each lease their own address, and
-# every clone has a new MAC: a /16 and short leases keep the pool from
-# running dry however many clones the tests and benchmarks make.
+# every clone has a new MAC: a /16 keeps the pool from
+# running dry however many clones the tests and benchmarks make (a /24
+# with one-hour leases ran out after 151).
 NETWORK=${NLS_NETWORK:-nls-test}
 netxml=$(mktemp)
 cat >"$netxml" <<XML
@@ -105,14 +106,14 @@ cat >"$netxml" <<XML
   <ip address='10.77.0.1' netmask='255.255.0.0'>
     <dhcp>
       <range start='10.77.1.1' end='10.77.254.254'>
-        <lease expiry='10' unit='minutes'/>
+        <lease expiry='60' unit='minutes'/>
       </range>
     </dhcp>
   </ip>
 </network>
 XML
 if virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1 && \
-        ! grep -q "range start='10.77.1.1'" \
+        ! grep -q "<lease expiry='60'" \
             <<<"$(virsh -c qemu:///system net-dumpxml "$NETWORK")"; then
     log "redefining network $NETWORK"
     virsh -c qemu:///system net-destroy "$NETWORK" >/dev/null 2>&1 || true

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from lxml import etree
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
@@ -83,12 +84,18 @@ def test_each_clone_leases_its_own_address_and_answers_on_it(
         assert addr.startswith('10.77.')
         assert addr in _sh(g, 'ip -o -4 addr show dev eth0')
         assert bed.ping(addr.split('/')[0]), addr
-    # No clone ever spoke with the source's address: the network still maps
-    # it to the source's MAC.
-    ip = source_addr.split('/')[0]
-    assert bed.ping(ip)
+    # No clone ever spoke as the source: the bridge still forwards the
+    # source's MAC to the source's own port, and no neighbour entry maps the
+    # source's address to a clone's MAC.
     source_mac = _sh(source, 'cat /sys/class/net/eth0/address')
-    assert 'lladdr %s' % source_mac in bed.netns_run('ip', 'neigh', 'show', ip)
+    source_port = etree.fromstring(source.xml().encode()).find(
+        'devices/interface/target').get('dev')
+    fdb = [line for line in bed.netns_run('bridge', 'fdb', 'show', 'br',
+                                          'nlsbr0').splitlines()
+           if line.startswith(source_mac + ' ')]
+    assert fdb and all(' dev %s ' % source_port in line for line in fdb), fdb
+    neigh = bed.netns_run('ip', 'neigh', 'show', source_addr.split('/')[0])
+    assert not any(c.mac in neigh for c in clones), neigh
 
 
 def test_operator_hooks_ran_last_with_the_new_name_and_uuid(four):
