@@ -72,7 +72,7 @@ def run(conf, clones=3, keep=False, progress=None):
                  % (result['cold_boot_s'], ready.token))
         # Let the counter advance so that "resumed, not rebooted" shows.
         before = testbed.read_workload(source)
-        before = _wait_counter(source, before.counter + 2)
+        before = testbed.wait_counter(source, before.counter + 2)
 
         progress('capturing live image %s while the workload runs'
                  % image_name)
@@ -128,15 +128,6 @@ def run(conf, clones=3, keep=False, progress=None):
             with contextlib.suppress(Exception):
                 eng.delete_image(image_name, destroy_clones=True)
             guest_image.remove(eng.host, source_name)
-
-
-def _wait_counter(guest, at_least, timeout=30):
-    from nova_live_snapshot import host as host_mod
-
-    def reached():
-        state = testbed.read_workload(guest)
-        return state if state.counter >= at_least else None
-    return host_mod.wait_for(reached, timeout, what='workload counter')
 
 
 def format_report(result):

@@ -81,6 +81,20 @@ class Guest:
         root = etree.fromstring(self.xml().encode())
         return [m.get('address') for m in root.findall('devices/interface/mac')]
 
+    def leased_ipv4(self):
+        """The IPv4 address the network's DHCP server leased to this
+        domain, or None (asked of libvirt, not of the guest)."""
+        try:
+            addrs = self.domain.interfaceAddresses(
+                libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+        except libvirt.libvirtError:
+            return None
+        for iface in addrs.values():
+            for addr in iface.get('addrs') or []:
+                if addr['type'] == libvirt.VIR_IP_ADDR_TYPE_IPV4:
+                    return addr['addr']
+        return None
+
     def genid(self):
         return etree.fromstring(self.xml().encode()).findtext('genid')
 

@@ -158,6 +158,17 @@ class Host:
         except exception.DomainNotFound:
             return None
 
+    def network_active(self, name):
+        """True when libvirt network ``name`` exists and is active."""
+        with translate_errors('look up network %s' % name):
+            try:
+                return bool(self.get_connection().networkLookupByName(
+                    name).isActive())
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return False
+                raise
+
     def domain_names(self):
         with translate_errors('list domains'):
             return {d.name() for d in self.get_connection().listAllDomains()}

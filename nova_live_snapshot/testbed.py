@@ -19,7 +19,8 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import qemuimg
 
-__all__ = ['TestGuest', 'WorkloadState', 'read_workload', 'wait_ready']
+__all__ = ['TestGuest', 'WorkloadState', 'read_workload', 'wait_ready',
+           'wait_counter']
 
 STATE_FILE = '/run/workload.state'
 READY_FILE = '/run/workload.ready'
@@ -42,6 +43,16 @@ def parse_workload(text):
 def read_workload(guest, path=STATE_FILE):
     """The workload's state, read through the guest agent."""
     return parse_workload(guest.agent_read_file(path).decode())
+
+
+def wait_counter(guest, at_least, timeout=30):
+    """Wait until the workload's counter reaches ``at_least``; its state."""
+    def reached():
+        state = read_workload(guest)
+        return state if state.counter >= at_least else None
+    return host_mod.wait_for(reached, timeout,
+                             what='the workload counter of %s to reach %d'
+                             % (guest.name, at_least))
 
 
 def wait_ready(guest, timeout=120):

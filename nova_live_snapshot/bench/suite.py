@@ -15,6 +15,7 @@ import uuid as uuidlib
 
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
+from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
 __all__ = ['run']
@@ -232,7 +233,8 @@ class Bench:
             name = self.name('deb')
             started = time.monotonic()
             guest = debian.boot(self.host, name)
-            addr = self.host_lease(guest)
+            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                     what='a DHCP lease for %s' % name)
             _wait_ssh(netns, addr, started + 300)
             cold_s.append(time.monotonic() - started)
             if source is None:
@@ -257,25 +259,6 @@ class Bench:
                 'ratio_cold_over_clone': round(
                     statistics.median(cold_s) / statistics.median(clone_s),
                     2)}
-
-    def host_lease(self, guest, timeout=300):
-        """The IPv4 address the network's DHCP server leased to ``guest``."""
-        import libvirt
-
-        def lease():
-            try:
-                addrs = guest.domain.interfaceAddresses(
-                    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
-            except libvirt.libvirtError:
-                return None
-            for iface in addrs.values():
-                for a in iface.get('addrs') or []:
-                    if a['type'] == libvirt.VIR_IP_ADDR_TYPE_IPV4:
-                        return a['addr']
-            return None
-        from nova_live_snapshot import host as host_mod
-        return host_mod.wait_for(lease, timeout, interval=0.2,
-                                 what='a DHCP lease for %s' % guest.name)
 
     def engine_for(self, **overrides):
         return engine_mod.Engine(conf_mod.derive(self.conf, **overrides),

@@ -90,6 +90,11 @@ def _parser():
     return p
 
 
+# Command-line arguments that override a [live_snapshot] option.
+_OVERRIDES = {'mode': 'capture_mode', 'guest_dir': 'test_guest_dir',
+              'network': 'clone_network'}
+
+
 def _emit(obj):
     print(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -105,14 +110,12 @@ def run(argv):
         cfg_args += ['--config-file', path]
     conf(cfg_args, project='nova-live-snapshot', default_config_files=[])
     opts = conf.live_snapshot
+    for arg, option in _OVERRIDES.items():
+        if getattr(args, arg, None):
+            conf.set_override(option, getattr(args, arg),
+                              group='live_snapshot')
 
     if args.command == 'demo':
-        if args.guest_dir:
-            conf.set_override('test_guest_dir', args.guest_dir,
-                              group='live_snapshot')
-        if args.network:
-            conf.set_override('clone_network', args.network,
-                              group='live_snapshot')
         result = demo.run(opts, clones=args.clones, keep=args.keep)
         if args.json:
             _emit(result)
@@ -123,9 +126,6 @@ def run(argv):
     if args.command == 'bench':
         from nova_live_snapshot.bench import report
         from nova_live_snapshot.bench import suite
-        if args.network:
-            conf.set_override('clone_network', args.network,
-                              group='live_snapshot')
         result = suite.run(opts, quick=args.quick,
                            progress=demo.Progress(sys.stderr),
                            debian_guest_dir=args.debian_guest_dir,
@@ -138,8 +138,6 @@ def run(argv):
                 print(f.read())
         return 0
 
-    if getattr(args, 'mode', None):
-        conf.set_override('capture_mode', args.mode, group='live_snapshot')
     eng = engine_mod.Engine(opts)
     if args.command == 'capture':
         res = eng.capture(args.domain, args.name)

@@ -12,9 +12,7 @@ import shutil
 import subprocess
 import uuid
 
-import libvirt
 import pytest
-from oslo_config import cfg
 
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
@@ -56,7 +54,7 @@ class Bed:
         os.chmod(self.root, 0o711)
         self.staging = '/dev/shm/nls-live-%s' % tag
         self.conf = self.make_conf()
-        self.engine = engine_mod.Engine(self.conf.live_snapshot)
+        self.engine = engine_mod.Engine(self.conf)
         self.host = self.engine.host
         self.guest_image = testbed.TestGuest(
             os.path.join(CACHE, 'guest'), os.path.join(self.root, 'sources'),
@@ -64,22 +62,17 @@ class Bed:
         self.mounts = []
 
     def make_conf(self, **overrides):
-        conf = cfg.ConfigOpts()
-        conf_mod.register_opts(conf)
-        conf([], project='nova-live-snapshot', default_config_files=[])
+        """This session's ``[live_snapshot]`` group, with ``overrides``."""
         values = {'image_dir': os.path.join(self.root, 'images'),
                   'clone_dir': os.path.join(self.root, 'clones'),
                   'staging_dir': self.staging,
                   'test_guest_dir': os.path.join(CACHE, 'guest'),
                   'clone_network': NETWORK}
         values.update(overrides)
-        for key, value in values.items():
-            conf.set_override(key, value, group='live_snapshot')
-        return conf
+        return conf_mod.new(**values)
 
     def engine_with(self, **overrides):
-        return engine_mod.Engine(self.make_conf(**overrides).live_snapshot,
-                                 host=self.host)
+        return engine_mod.Engine(self.make_conf(**overrides), host=self.host)
 
     def name(self, what):
         return 'nlst-%s-%s-%s' % (self.tag, what, uuid.uuid4().hex[:4])
@@ -158,14 +151,11 @@ def bed():
         _unavailable('test guest not built in %s/guest '
                      '(tools/build-test-guest.sh)' % CACHE)
     try:
-        conn = host_mod.Host().get_connection()
-        if not conn.networkLookupByName(NETWORK).isActive():
+        if not host_mod.Host().network_active(NETWORK):
             _unavailable('libvirt network %s is not active '
                          '(tools/setup-host.sh)' % NETWORK)
     except exception.HypervisorError as e:
-        _unavailable('libvirtd unavailable: %s' % e)
-    except libvirt.libvirtError as e:
-        _unavailable('libvirt network %s: %s' % (NETWORK, e))
+        _unavailable('libvirt: %s' % e)
     b = Bed()
     yield b
     b.close()

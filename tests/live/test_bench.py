@@ -11,7 +11,7 @@ from nova_live_snapshot.bench import suite
 
 
 def test_quick_benchmark_writes_a_complete_report(bed):
-    conf = conf_mod.derive(bed.conf.live_snapshot,
+    conf = conf_mod.derive(bed.conf,
                            image_dir=os.path.join(bed.root, 'bench-images'),
                            clone_dir=os.path.join(bed.root, 'bench-clones'))
     messages = []

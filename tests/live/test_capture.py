@@ -7,18 +7,9 @@ import stat
 import pytest
 
 from nova_live_snapshot import exception
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import testbed
-
-
-def _wait_counter_above(guest, value, timeout=30):
-    return host_mod.wait_for(
-        lambda: (lambda s: s if s.counter > value else None)(
-            testbed.read_workload(guest)),
-        timeout, what='the workload counter of %s to pass %d'
-        % (guest.name, value))
 
 
 def test_live_capture_keeps_the_source_running(bed, source, golden):
@@ -29,7 +20,7 @@ def test_live_capture_keeps_the_source_running(bed, source, golden):
     assert source.is_running()
     assert after.token == before.token
     assert after.counter >= before.counter
-    later = _wait_counter_above(source, after.counter)
+    later = testbed.wait_counter(source, after.counter + 1)
     assert later.token == before.token
     assert result.pause_ms is not None and result.pause_ms > 0
     assert result.image.manifest.capture['mode'] == 'live'

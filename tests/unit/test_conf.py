@@ -12,15 +12,8 @@ from nova_live_snapshot import conf as conf_mod
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _conf():
-    conf = cfg.ConfigOpts()
-    conf_mod.register_opts(conf)
-    conf([], default_config_files=[])
-    return conf.live_snapshot
-
-
 def test_defaults():
-    opts = _conf()
+    opts = conf_mod.new()
     assert opts.capture_mode == 'live'
     assert opts.memory_staging == 'auto'
     assert opts.staging_dir.startswith('/dev/shm/')
@@ -31,7 +24,7 @@ def test_overrides_do_not_leak_between_configs():
     conf_mod.register_opts(a)
     a([], default_config_files=[])
     a.set_override('capture_mode', 'save', group='live_snapshot')
-    assert _conf().capture_mode == 'live'
+    assert conf_mod.new().capture_mode == 'live'
 
 
 def test_sample_config_is_current(tmp_path):
