@@ -35,7 +35,8 @@ from nova_live_snapshot import saveimage
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Clone', 'CloneManager', 'check_host']
+__all__ = ['Clone', 'CloneManager', 'check_host', 'host_reasons', 'reidentify',
+           'restore', 'version_tuple']
 
 CLONE_RECORD = 'clone.json'
 
@@ -66,8 +67,25 @@ class Clone:
         return dataclasses.asdict(self)
 
 
-def _version(text):
+def version_tuple(text):
+    """'7.2.22' as (7, 2, 22), for comparing versions."""
     return tuple(int(p) for p in text.split('.'))
+
+
+def host_reasons(host, arch, machine, qemu_version):
+    """Why this host's QEMU cannot resume an image captured on ``arch``,
+    ``machine`` and ``qemu_version``; empty when it can."""
+    reasons = []
+    if arch != 'x86_64':
+        reasons.append('it is a %s guest; this host runs x86_64 guests' % arch)
+    if machine not in host.machine_types():
+        reasons.append("this host's QEMU has no machine type %s" % machine)
+    here = host.qemu_version()
+    # QEMU loads migration streams from older versions, not from newer ones.
+    if version_tuple(here) < version_tuple(qemu_version):
+        reasons.append('it was captured with QEMU %s, this host has the older '
+                       'QEMU %s' % (qemu_version, here))
+    return reasons
 
 
 def check_host(host, verified):
@@ -76,19 +94,9 @@ def check_host(host, verified):
     :raises IncompatibleImage: naming every reason.
     """
     manifest = verified.image.manifest
-    reasons = []
-    arch = manifest.source['arch']
-    if arch != 'x86_64':
-        reasons.append('it is a %s guest; this host runs x86_64 guests' % arch)
-    machine = manifest.source['machine']
-    if machine not in host.machine_types():
-        reasons.append("this host's QEMU has no machine type %s" % machine)
-    captured = manifest.host['qemu_version']
-    here = host.qemu_version()
-    # QEMU loads migration streams from older versions, not from newer ones.
-    if _version(here) < _version(captured):
-        reasons.append('it was captured with QEMU %s, this host has the older '
-                       'QEMU %s' % (captured, here))
+    reasons = host_reasons(host, manifest.source['arch'],
+                           manifest.source['machine'],
+                           manifest.host['qemu_version'])
     if reasons:
         raise exception.IncompatibleImage(image=verified.image.name,
                                           reasons='; '.join(reasons))
@@ -153,6 +161,82 @@ class _Feeder(threading.Thread):
         if not self.opened.is_set():
             with contextlib.suppress(OSError):
                 os.close(os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
+            paused=False):
+    """Restore a clone of live image ``image_name`` with domain XML ``xml``.
+
+    :param save: the image's parsed memory file
+        (:class:`nova_live_snapshot.saveimage.SaveImage`).
+
+    A header of the clone's own (``xml`` and the image's cookie) followed by
+    the image's unchanged QEMU stream, spliced from ``memory_path``, is fed
+    to libvirt through a FIFO in ``fifo_dir``. The caller has checked
+    ``xml`` against the image (:func:`domainxml.compare`).
+
+    :raises CloneSpawnFailed: the stream could not be fed in time.
+    :raises HypervisorError: libvirt or QEMU refused the restore.
+    """
+    name = domainxml.facts(xml, 'clone XML').name
+    header = saveimage.encode(xml, save.cookie, was_running=True,
+                              compression=save.header.compression)
+    fifo = os.path.join(fifo_dir, 'restore.fifo')
+    os.mkfifo(fifo, 0o600)
+    feeder = _Feeder(fifo, header, memory_path, save.stream_offset,
+                     save.stream_size)
+    feeder.start()
+    try:
+        host.restore(fifo, paused=paused)
+    finally:
+        feeder.unblock()
+        feeder.join(timeout)
+        os.unlink(fifo)
+    if feeder.is_alive():
+        raise exception.CloneSpawnFailed(
+            name=name, image=image_name,
+            reason='feeding the memory stream did not finish within %d s'
+            % timeout)
+    if feeder.error is not None and not (
+            isinstance(feeder.error, OSError)
+            and feeder.error.errno == errno.EPIPE):
+        raise exception.CloneSpawnFailed(
+            name=name, image=image_name,
+            reason='feeding the memory stream: %s' % feeder.error)
+
+
+def reidentify(guest, new, image_name, set_link_up, require_agent=True,
+               agent_timeout=30):
+    """Give a restored clone identity ``new`` (:func:`identity.reset`).
+
+    :param set_link_up: brings the clone's NIC link up once the guest has
+        its new MAC and has forgotten the source's addresses.
+    :returns: the :class:`identity.IdentityReport`.
+    :raises CloneSpawnFailed: the agent did not answer and
+        ``require_agent`` is set, or a step failed.
+    """
+    report = identity.reset(guest, new, set_link_up,
+                            agent_timeout=agent_timeout)
+    if not report.agent:
+        if require_agent:
+            raise exception.CloneSpawnFailed(
+                name=new.name, image=image_name,
+                reason='%s, so its identity (MAC, entropy, hostname, host '
+                'keys) could not be reset; set [live_snapshot] '
+                'require_guest_agent = false to spawn such clones anyway'
+                % report.steps[0].detail)
+        LOG.warning('Clone %s runs with the identity of its source: %s',
+                    new.name, report.steps[0].detail)
+        set_link_up()
+    elif not report.reset:
+        # A clone that is half re-identified may still share what matters
+        # with its source: it does not survive.
+        failed = ['%s (%s)' % (s.step, s.detail) for s in report.steps
+                  if s.status == identity.Status.FAILED]
+        raise exception.CloneSpawnFailed(
+            name=new.name, image=image_name,
+            reason='re-identification failed: %s' % '; '.join(failed))
+    return report
 
 
 class CloneManager:
@@ -263,36 +347,16 @@ class CloneManager:
         new = identity.NewIdentity(
             name=spec.name, uuid=spec.uuid, mac=spec.mac, old_mac=old_mac,
             hostname=identity.hostname_for(spec.name))
-        report = identity.reset(guest, new,
-                                lambda: guest.set_link_up(spec.mac),
-                                agent_timeout=self.agent_timeout)
-        if not report.agent:
-            if self.require_agent:
-                raise exception.CloneSpawnFailed(
-                    name=spec.name, image=verified.image.name,
-                    reason='%s, so its identity (MAC, entropy, hostname, '
-                    'host keys) could not be reset; set [live_snapshot] '
-                    'require_guest_agent = false to spawn such clones anyway'
-                    % report.steps[0].detail)
-            LOG.warning('Clone %s runs with the identity of its source: %s',
-                        spec.name, report.steps[0].detail)
-            guest.set_link_up(spec.mac)
-        elif not report.reset:
-            # A clone that is half re-identified may still share what
-            # matters with its source: it does not survive.
-            failed = ['%s (%s)' % (s.step, s.detail) for s in report.steps
-                      if s.status == identity.Status.FAILED]
-            raise exception.CloneSpawnFailed(
-                name=spec.name, image=verified.image.name,
-                reason='re-identification failed: %s' % '; '.join(failed))
-        return report
+        return reidentify(guest, new, verified.image.name,
+                          lambda: guest.set_link_up(spec.mac),
+                          require_agent=self.require_agent,
+                          agent_timeout=self.agent_timeout)
 
     def _spawn_one(self, verified, name, exact_copy=False):
         image = verified.image
         started = time.monotonic()
         spec = self._spec(verified, name, exact_copy)
         path = os.path.dirname(spec.disk_path)
-        fifo = os.path.join(path, 'restore.fifo')
         guest = None
         try:
             xml = domainxml.render(spec)
@@ -302,31 +366,9 @@ class CloneManager:
                 raise exception.IncompatibleImage(image=image.name,
                                                   reasons='; '.join(reasons))
             qemuimg.create_overlay(image.disk_path, spec.disk_path)
-            save = verified.save
-            header = saveimage.encode(
-                xml, save.cookie, was_running=True,
-                compression=save.header.compression)
-            os.mkfifo(fifo, 0o600)
-            feeder = _Feeder(fifo, header, image.memory_path,
-                             save.stream_offset, save.stream_size)
-            feeder.start()
-            try:
-                self.host.restore(fifo)
-            finally:
-                feeder.unblock()
-                feeder.join(self.restore_timeout)
-                os.unlink(fifo)
-            if feeder.is_alive():
-                raise exception.CloneSpawnFailed(
-                    name=name, image=image.name,
-                    reason='feeding the memory stream did not finish within '
-                    '%d s' % self.restore_timeout)
-            if feeder.error is not None and not (
-                    isinstance(feeder.error, OSError)
-                    and feeder.error.errno == errno.EPIPE):
-                raise exception.CloneSpawnFailed(
-                    name=name, image=image.name,
-                    reason='feeding the memory stream: %s' % feeder.error)
+            restore(self.host, image.name, verified.save, xml,
+                    image.memory_path, fifo_dir=path,
+                    timeout=self.restore_timeout)
             guest = self.host.lookup(name)
             # The persistent definition of a clone has the link up: its next
             # start is a boot, not a resume. An exact copy stays off the

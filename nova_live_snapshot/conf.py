@@ -148,6 +148,61 @@ Related options:
         help='Seconds one clone restore may take before it is abandoned.'),
 ]
 
+NOVA_OPTS = [
+    cfg.BoolOpt(
+        'enabled',
+        default=False,
+        help="""
+Serve the experimental ``createLiveImage`` server action.
+
+With the default, nova-api answers the action exactly as Nova without this
+extension does (400, unknown action), even when the API filter is in the
+pipeline. Set it on the nova-api hosts once every compute host that runs
+the live snapshot driver has ``signing_key`` set.
+
+Related options:
+
+* ``signing_key``: live images are only made and restored with it.
+"""),
+    cfg.StrOpt(
+        'signing_key',
+        secret=True,
+        help="""
+Secret that compute hosts sign live images with, and check before they
+restore one.
+
+A live image's memory stream and domain XML are parsed by QEMU and libvirt
+on restore; only images this cloud made may reach them. Every compute host
+that runs the live snapshot driver needs the same value. Without it, live
+snapshots are refused and live images are not restored.
+
+Possible values:
+
+* At least 32 characters of random text, e.g. ``openssl rand -hex 32``.
+"""),
+    cfg.StrOpt(
+        'memory_cache_dir',
+        default='/var/lib/nova-live-snapshot/cache',
+        help="""
+Directory where a compute host keeps the memory streams of live images it
+has downloaded from Glance (or captured), so that the next clone of the same
+image on this host needs no download. Holds machine memory: kept 0700.
+
+Related options:
+
+* ``memory_cache_max_mib``
+"""),
+    cfg.IntOpt(
+        'memory_cache_max_mib',
+        default=20480,
+        min=0,
+        help="""
+Most MiB of memory streams kept in ``memory_cache_dir``. The least recently
+used are evicted first; a stream being restored from is never evicted. 0
+keeps none beyond the restore that needs it.
+"""),
+]
+
 TESTBED_OPTS = [
     cfg.StrOpt(
         'test_guest_dir',
@@ -159,12 +214,15 @@ Where ``tools/build-test-guest.sh`` put the small test guest that
 ]
 
 
+ALL_OPTS = ENGINE_OPTS + NOVA_OPTS + TESTBED_OPTS
+
+
 def register_opts(conf=CONF):
     # A group object of its own per ConfigOpts: oslo.config keeps overrides
     # in the group object, so sharing GROUP would leak them between configs.
     group = cfg.OptGroup(GROUP.name, title=GROUP.title, help=GROUP.help)
     conf.register_group(group)
-    conf.register_opts(ENGINE_OPTS + TESTBED_OPTS, group=group)
+    conf.register_opts(ALL_OPTS, group=group)
 
 
 def new(**overrides):
@@ -181,14 +239,13 @@ def new(**overrides):
 def derive(group, **overrides):
     """A copy of the ``[live_snapshot]`` values of ``group`` with
     ``overrides`` applied; ``group`` itself is left as it is."""
-    values = {opt.name: getattr(group, opt.name)
-              for opt in ENGINE_OPTS + TESTBED_OPTS}
+    values = {opt.name: getattr(group, opt.name) for opt in ALL_OPTS}
     values.update(overrides)
     return new(**values)
 
 
 def list_opts():
-    return [(GROUP, ENGINE_OPTS + TESTBED_OPTS)]
+    return [(GROUP, ALL_OPTS)]
 
 
 register_opts()

@@ -10,7 +10,8 @@ __all__ = [
     'GuestAgentError', 'InsufficientSpace', 'CaptureFailed', 'ImageNotFound',
     'ImageExists', 'ImageInUse', 'InvalidLiveImage', 'ChecksumMismatch',
     'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
-    'TestGuestMissing',
+    'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
+    'FlavorMismatch',
 ]
 
 
@@ -101,3 +102,29 @@ class CloneNotFound(LiveSnapshotError):
 class TestGuestMissing(LiveSnapshotError):
     msg_fmt = ('The test guest is not built in %(path)s; run '
                'tools/build-test-guest.sh (make demo does it for you).')
+
+
+# Nova integration ------------------------------------------------------------
+
+class NotConfigured(LiveSnapshotError):
+    msg_fmt = ('Live snapshots are not configured on this host: %(reason)s. '
+               'Set %(option)s in nova.conf.')
+
+
+class UntrustedImage(InvalidLiveImage):
+    """A live image whose signature does not verify: never restored."""
+
+    msg_fmt = ('Live image %(image)s is refused: %(reason)s. Only live images '
+               'this cloud captured can be restored.')
+
+
+class WrongProject(LiveSnapshotError):
+    msg_fmt = ('Live image %(image)s belongs to project %(owner)s; it cannot '
+               'be restored in project %(project)s.')
+
+
+class FlavorMismatch(LiveSnapshotError):
+    msg_fmt = ('Live image %(image)s was captured from an instance with '
+               '%(image_ram)d MiB RAM and %(image_vcpus)d vCPUs; flavor '
+               '%(flavor)s has %(ram)d MiB and %(vcpus)d. A clone resumes the '
+               'source machine and needs a flavor of the same size.')

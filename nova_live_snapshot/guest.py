@@ -144,6 +144,61 @@ class Guest:
             self.domain.snapshotCreateXML(
                 etree.tostring(snap, encoding='unicode'), flags)
 
+    def active_disk(self, dev):
+        """The file disk ``dev`` of the running domain writes to."""
+        root = etree.fromstring(self.xml().encode())
+        for disk in root.findall('devices/disk'):
+            target = disk.find('target')
+            if target is not None and target.get('dev') == dev:
+                source = disk.find('source')
+                return source.get('file') if source is not None else None
+        return None
+
+    def _block_job_ready(self, dev):
+        with _errors('block job info of %s %s' % (self._name, dev), self):
+            info = self.domain.blockJobInfo(dev, 0)
+        if not info:
+            raise exception.HypervisorError(
+                operation='block commit of %s %s' % (self._name, dev),
+                reason='the job ended before it was ready to pivot')
+        if info['cur'] != info['end']:
+            return False
+        root = etree.fromstring(self.xml().encode())
+        for disk in root.findall('devices/disk'):
+            target = disk.find('target')
+            mirror = disk.find('mirror')
+            if target is not None and target.get('dev') == dev and \
+                    mirror is not None:
+                return mirror.get('ready') == 'yes'
+        return False
+
+    def commit_active(self, dev, timeout=600):
+        """Merge disk ``dev``'s active overlay into its backing file, while
+        the guest runs, and pivot the disk back onto that file.
+
+        This undoes the overlay a live capture adds: the domain ends on the
+        image it ran on before, and the overlay is no longer used (the
+        caller removes it). The frozen point-in-time copy must have been
+        taken from the backing file already: it is written again from here.
+        """
+        # Imported late: host imports this module.
+        from nova_live_snapshot import host
+        flags = (libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
+                 libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
+        with _errors('block commit of %s %s' % (self._name, dev), self):
+            self.domain.blockCommit(dev, None, None, 0, flags)
+        host.wait_for(lambda: self._block_job_ready(dev), timeout,
+                      what='the block commit of %s %s' % (self._name, dev))
+        with _errors('pivot %s %s' % (self._name, dev), self):
+            self.domain.blockJobAbort(
+                dev, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+        def finished():
+            with _errors('block job info', self):
+                return not self.domain.blockJobInfo(dev, 0)
+        host.wait_for(finished, timeout, what='the pivot of %s %s'
+                      % (self._name, dev))
+
     def save(self, path):
         """Save the memory to ``path`` and stop the domain (virDomainSave)."""
         with _errors('save %s' % self._name, self):

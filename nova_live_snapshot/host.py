@@ -91,12 +91,21 @@ class PauseWindow:
 class Host:
     """A libvirt connection to the local QEMU driver."""
 
-    def __init__(self, uri='qemu:///system'):
+    def __init__(self, uri='qemu:///system', connection=None):
+        """:param connection: a callable returning an open connection whose
+            owner runs its event loop (inside nova-compute, the bound
+            ``get_connection`` of Nova's own ``Host``). Used instead of a
+            connection of our own, so that there is one connection and one
+            event loop per process.
+        """
         self.uri = uri
         self._conn = None
+        self._provider = connection
         self._lock = threading.Lock()
 
     def get_connection(self):
+        if self._provider is not None:
+            return self._provider()
         with self._lock:
             if self._conn is None:
                 _start_event_loop()
@@ -124,20 +133,25 @@ class Host:
     def qemu_version(self):
         return self._dotted(self.get_connection().getVersion())
 
-    def machine_types(self, arch='x86_64'):
-        """Every machine type (canonical names and aliases) QEMU offers."""
+    def machine_aliases(self, arch='x86_64'):
+        """{machine type: its canonical name} for every machine type QEMU
+        offers; a canonical name maps to itself."""
         from nova_live_snapshot import domainxml
         root = domainxml.parse(self.get_connection().getCapabilities(),
                                'host capabilities')
-        names = set()
+        names = {}
         for guest in root.findall('guest'):
             if guest.findtext('arch[@name="%s"]/wordsize' % arch) is None:
                 continue
             for m in guest.findall('arch/machine'):
-                names.add(m.text)
-                if m.get('canonical'):
-                    names.add(m.get('canonical'))
+                canonical = m.get('canonical') or m.text
+                names[m.text] = canonical
+                names[canonical] = canonical
         return names
+
+    def machine_types(self, arch='x86_64'):
+        """Every machine type (canonical names and aliases) QEMU offers."""
+        return set(self.machine_aliases(arch))
 
     # Domains -----------------------------------------------------------------
 

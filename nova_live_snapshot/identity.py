@@ -290,6 +290,9 @@ class _Steps:
         return report
 
     def mac(self):
+        if not (self.identity.old_mac and self.identity.mac):
+            self.record('mac', Status.SKIPPED, 'the clone has no NIC')
+            return
         r = self.script('mac', _MAC_SCRIPT, self.identity.old_mac,
                         self.identity.mac)
         if r.status == Status.DONE:

@@ -21,6 +21,7 @@ the image.
 
 import dataclasses
 import datetime
+import functools
 import grp
 import hashlib
 import json
@@ -39,7 +40,8 @@ from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
 __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
-           'ImageWriter', 'VerifiedImage', 'sha256_file', 'NAME_PATTERN']
+           'ImageWriter', 'VerifiedImage', 'read_memory', 'sha256_file',
+           'NAME_PATTERN']
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
@@ -271,6 +273,43 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def read_memory(path, image, memory_mib, vcpus, machine):
+    """Parse and check the memory file of live image ``image`` against what
+    its record says the source was.
+
+    The save-image header, the embedded domain XML and the cookie are read as
+    untrusted input, strictly (:mod:`saveimage`, :mod:`domainxml`).
+
+    :returns: (:class:`saveimage.SaveImage`, :class:`domainxml.DomainFacts`)
+    :raises InvalidLiveImage: naming what is wrong.
+    """
+    origin = '%s/%s' % (image, MEMORY)
+    with open(path, 'rb') as f:
+        save = saveimage.read(f, os.fstat(f.fileno()).st_size, origin=origin)
+    if save.header.compression != saveimage.Compression.RAW:
+        raise exception.InvalidLiveImage(
+            image=image, reason='the memory image is %s-compressed; format %d '
+            'images hold a raw stream' % (save.header.compression.name.lower(),
+                                          FORMAT_VERSION))
+    facts = domainxml.facts(save.domain_xml, origin)
+    domainxml.check_cookie(save.cookie, origin + ' cookie')
+    mismatches = []
+    if facts.memory_kib != memory_mib * 1024:
+        mismatches.append('memory: record %d MiB, memory image %d MiB'
+                          % (memory_mib, facts.memory_kib // 1024))
+    if facts.vcpus != vcpus:
+        mismatches.append('vCPUs: record %d, memory image %d'
+                          % (vcpus, facts.vcpus))
+    if facts.machine != machine:
+        mismatches.append('machine: record %s, memory image %s'
+                          % (machine, facts.machine))
+    if mismatches:
+        raise exception.InvalidLiveImage(
+            image=image, reason='its record does not describe its memory '
+            'image (%s)' % '; '.join(mismatches))
+    return save, facts
+
+
 class ImageWriter(_ImageFiles):
     """A live image being written: files go into a ``.partial-*`` directory
     that becomes the image only in :meth:`commit`."""
@@ -332,16 +371,22 @@ class ImageStore:
             and to nothing else. None when QEMU runs as root.
         """
         self.root = root
-        self.qemu_gid = None
-        if qemu_group:
-            try:
-                self.qemu_gid = grp.getgrnam(qemu_group).gr_gid
-            except KeyError:
-                self.qemu_gid = None
+        self.qemu_group = qemu_group
         os.makedirs(root, mode=0o700, exist_ok=True)
         # QEMU must traverse into an image directory to open a frozen disk;
         # it cannot list the store.
         os.chmod(root, 0o711)
+
+    @functools.cached_property
+    def qemu_gid(self):
+        """The QEMU group's id, looked up when first needed; None when there
+        is no such group (QEMU runs as root)."""
+        if not self.qemu_group:
+            return None
+        try:
+            return grp.getgrnam(self.qemu_group).gr_gid
+        except KeyError:
+            return None
 
     def share_with_qemu(self, path, mode):
         """Give the QEMU group ``mode`` on ``path``; owner-only otherwise."""
@@ -468,30 +513,9 @@ class ImageStore:
                                  ' (truncated)' if st.st_size < entry['size']
                                  else ''))
 
-        with open(image.memory_path, 'rb') as f:
-            save = saveimage.read(f, os.fstat(f.fileno()).st_size,
-                                  origin='%s/%s' % (name, MEMORY))
-        if save.header.compression != saveimage.Compression.RAW:
-            raise invalid('the memory image is %s-compressed; format %d '
-                          'images hold a raw stream'
-                          % (save.header.compression.name.lower(),
-                             FORMAT_VERSION))
-        facts = domainxml.facts(save.domain_xml, '%s/%s' % (name, MEMORY))
-        domainxml.check_cookie(save.cookie, '%s/%s cookie' % (name, MEMORY))
         src = image.manifest.source
-        mismatches = []
-        if facts.memory_kib != src['memory_mib'] * 1024:
-            mismatches.append('memory: manifest %d MiB, memory image %d MiB'
-                              % (src['memory_mib'], facts.memory_kib // 1024))
-        if facts.vcpus != src['vcpus']:
-            mismatches.append('vCPUs: manifest %d, memory image %d'
-                              % (src['vcpus'], facts.vcpus))
-        if facts.machine != src['machine']:
-            mismatches.append('machine: manifest %s, memory image %s'
-                              % (src['machine'], facts.machine))
-        if mismatches:
-            raise invalid('the manifest does not describe its memory image (%s)'
-                          % '; '.join(mismatches))
+        save, facts = read_memory(image.memory_path, name, src['memory_mib'],
+                                  src['vcpus'], src['machine'])
 
         try:
             info = qemuimg.info(image.disk_path)

@@ -10,4 +10,8 @@ cd "$root"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -c upper-constraints.txt \
     -r requirements.txt -r test-requirements.txt
-"$venv/bin/pip" install -q --no-deps -e .
+# A regular install, not an editable one: the wheel carries the re-export
+# package nova/virt/livesnapshot that Nova loads the driver through, which
+# an editable install would not put inside Nova's package.
+"$venv/bin/pip" install -q --no-deps --force-reinstall .
+rm -rf build

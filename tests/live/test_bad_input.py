@@ -76,7 +76,7 @@ def missing_frozen_disk(image):
     (flipped_stream_byte, exception.ChecksumMismatch,
      'memory.save has SHA-256'),
     (other_memory_size, exception.InvalidLiveImage,
-     'memory: manifest 512 MiB, memory image 128 MiB'),
+     'memory: record 512 MiB, memory image 128 MiB'),
     (missing_frozen_disk, exception.InvalidLiveImage,
      'frozen disk disk.qcow2 is missing'),
 ])

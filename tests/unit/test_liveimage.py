@@ -170,7 +170,7 @@ def _manifest_memory(image):
     (_missing_disk, exception.InvalidLiveImage, 'frozen disk disk.qcow2 is '
                                                 'missing'),
     (_manifest_memory, exception.InvalidLiveImage,
-     'memory: manifest 256 MiB, memory image 128 MiB'),
+     'memory: record 256 MiB, memory image 128 MiB'),
 ])
 def test_verify_refuses_damaged_images(store, corrupt, error, message):
     image = _write_image(store, 'golden')

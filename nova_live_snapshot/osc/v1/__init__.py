@@ -1,0 +1,1 @@
+"""Commands of the ``openstack.live_snapshot.v1`` group."""

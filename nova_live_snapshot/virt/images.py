@@ -1,0 +1,312 @@
+"""Live images in Glance, and the compute host's cache of memory streams.
+
+A live image is two Glance images:
+
+* the **disk image**: the frozen disk (qcow2), a regular image that users
+  see, list and boot from. Its ``live_snapshot_*`` properties are the
+  live-image record (:class:`Record`), signed by the capturing compute host
+  (:mod:`nova_live_snapshot.signing`); it requires the
+  ``CUSTOM_LIVE_SNAPSHOT`` trait so that the scheduler only picks hosts
+  that can restore it, and its ``min_ram`` is the source's RAM.
+* the **memory image**: the memory stream (a libvirt save image), hidden
+  (``os_hidden``) so that it does not clutter image lists, and pointed to by
+  the disk image's record.
+
+Everything read back from Glance is untrusted until the signature over the
+record has been checked, and the memory stream until its SHA-256 matches the
+signed one.
+"""
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import uuid as uuidlib
+
+from nova_live_snapshot import exception
+from nova_live_snapshot import liveimage
+from nova_live_snapshot import signing
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'is_live_image',
+           'MemoryCache']
+
+TRAIT = 'CUSTOM_LIVE_SNAPSHOT'
+FORMAT = str(liveimage.FORMAT_VERSION)
+PREFIX = 'live_snapshot_'
+SIGNATURE = PREFIX + 'signature'
+ROLE = PREFIX + 'role'
+DISK_IMAGE = PREFIX + 'disk_image'
+# Glance's default os_hash_algo: the disk hash is signed before upload.
+DISK_HASH = 'sha512'
+
+_UUID = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                   r'[0-9a-f]{12}$')
+_HEX64 = re.compile(r'^[0-9a-f]{64}$')
+_HASH = re.compile(r'^[a-z0-9]{1,16}:[0-9a-f]{32,128}$')
+_TOKEN = re.compile(r'^[A-Za-z0-9._:+-]{1,64}$')
+_INT = re.compile(r'^[1-9][0-9]{0,12}$')
+
+
+# What each record field must look like: the record is parsed before its
+# signature is checked, so nothing unbounded or odd gets that far.
+_RULES = {
+    'format': (re.compile('^%s$' % FORMAT), 'format %s' % FORMAT),
+    'disk_image': (_UUID, 'a UUID'),
+    'project_id': (re.compile(r'^[0-9a-zA-Z_-]{1,64}$'), 'a project id'),
+    'memory_image': (_UUID, 'a UUID'),
+    'memory_sha256': (_HEX64, 'a SHA-256'),
+    'memory_size': (_INT, 'a size'),
+    'disk_hash': (_HASH, 'an algorithm:hash pair'),
+    'memory_mib': (_INT, 'a size'),
+    'vcpus': (re.compile(r'^[1-9][0-9]{0,3}$'), 'a vCPU count'),
+    'machine': (_TOKEN, 'a machine type'),
+    'cpu_model': (re.compile(r'^[A-Za-z0-9._:+-]{0,64}$'), 'a CPU model'),
+    'qemu_version': (re.compile(r'^[0-9]{1,4}(\.[0-9]{1,4}){2}$'),
+                     'a version'),
+    'source_instance': (_UUID, 'a UUID'),
+    'created_at': (re.compile(r'^[0-9T:.+-]{10,40}Z?$'), 'a timestamp'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """The signed description of a live image, as stored in the disk
+    image's properties (without the ``live_snapshot_`` prefix).
+
+    ``disk_image`` is the disk image's own Glance id: the signature binds
+    the record to that image, whose data Glance never lets anyone change
+    once it is active, and ``disk_hash`` is Glance's own hash of that data.
+    """
+
+    format: str
+    disk_image: str
+    project_id: str
+    memory_image: str
+    memory_sha256: str
+    memory_size: str
+    disk_hash: str
+    memory_mib: str
+    vcpus: str
+    machine: str
+    cpu_model: str
+    qemu_version: str
+    source_instance: str
+    created_at: str
+
+    def signed_fields(self):
+        return dataclasses.asdict(self)
+
+    def properties(self, key):
+        """The Glance properties that store this record, signature included.
+
+        ``disk_image`` is the image they are set on: not stored twice.
+        """
+        props = {PREFIX + k: v for k, v in self.signed_fields().items()
+                 if k != 'disk_image'}
+        props[SIGNATURE] = signing.sign(key, self.signed_fields())
+        return props
+
+    @classmethod
+    def from_image(cls, image, key):
+        """The record of Glance image ``image`` (a dict as Nova's image API
+        returns it), after its signature has been checked.
+
+        :raises UntrustedImage: not a live image this cloud signed.
+        :raises NotConfigured: this host has no signing key.
+        """
+        props = image.get('properties') or {}
+        image_id = image.get('id')
+        values = {}
+        for name, (pattern, what) in _RULES.items():
+            value = (image_id if name == 'disk_image'
+                     else props.get(PREFIX + name))
+            if not isinstance(value, str) or not pattern.match(value):
+                raise exception.UntrustedImage(
+                    image=image_id, reason='its property %s%s is missing or '
+                    'not %s' % (PREFIX, name, what))
+            values[name] = value
+        record = cls(**values)
+        signing.verify(key, record.signed_fields(), props.get(SIGNATURE),
+                       image_id)
+        return record
+
+    @property
+    def ram_mib(self):
+        return int(self.memory_mib)
+
+    @property
+    def cpus(self):
+        return int(self.vcpus)
+
+
+def is_live_image(instance):
+    """Whether ``instance`` is being built from a live image, by the image
+    properties Nova copied into its system metadata (unknown properties
+    only reach the driver there). Only a hint: the record is then read from
+    Glance and its signature checked."""
+    return bool(instance.system_metadata.get('image_%sformat' % PREFIX))
+
+
+def memory_image_meta(name, disk_image_id):
+    """Glance metadata of the hidden memory image of live image ``name``."""
+    return {
+        'name': '%s (memory state)' % name,
+        'disk_format': 'raw',
+        'container_format': 'bare',
+        'visibility': 'private',
+        'os_hidden': True,
+        'properties': {ROLE: 'memory', DISK_IMAGE: disk_image_id},
+    }
+
+
+def check_key(key):
+    """Refuse to go on without a usable signing key."""
+    signing.sign(key, {})
+
+
+class MemoryCache:
+    """Memory streams of live images on this compute host, one file each,
+    named by the memory image's Glance id.
+
+    A stream enters verified (its SHA-256 matched the signed record) and the
+    directory is root's alone (0700), so a cached stream is trusted. Each
+    entry has a lock file: a restore holds it shared while it reads the
+    stream, a download holds it exclusively, and eviction only takes entries
+    whose lock it gets without waiting.
+    """
+
+    def __init__(self, root, max_mib):
+        self.root = root
+        self.max_bytes = max_mib * 1024 * 1024
+
+    def _ensure_root(self):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def _path(self, key):
+        if not _UUID.match(key or ''):
+            raise exception.InvalidLiveImage(
+                image=key, reason='a memory image id must be a UUID')
+        return os.path.join(self.root, key)
+
+    def _lock(self, key):
+        return open(self._path(key) + '.lock', 'a')
+
+    def add(self, key, source):
+        """Move file ``source`` (a memory stream just captured here) into
+        the cache as ``key``."""
+        self._ensure_root()
+        dest = self._path(key)
+        try:
+            os.rename(source, dest)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(source, dest + '.partial')
+            os.chmod(dest + '.partial', 0o600)
+            os.rename(dest + '.partial', dest)
+            os.unlink(source)
+        self.evict(keep=key)
+
+    @contextlib.contextmanager
+    def use(self, key, sha256, size, fetch, image):
+        """The path of stream ``key``, fetched with ``fetch(path)`` and
+        verified against ``sha256`` and ``size`` when it is not cached.
+
+        :param image: the live image's id, for error messages.
+        :raises ChecksumMismatch: the downloaded stream is not the signed one
+            (nothing of it is kept).
+        """
+        self._ensure_root()
+        path = self._path(key)
+        with self._lock(key) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(path):
+                self._fetch(path, sha256, size, fetch, image)
+            os.utime(path)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                yield path
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self.evict()
+
+    @staticmethod
+    def _fetch(path, sha256, size, fetch, image):
+        partial = '%s.partial-%s' % (path, uuidlib.uuid4().hex[:8])
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            fetch(partial)
+            actual_size = os.path.getsize(partial)
+            if actual_size != int(size):
+                raise exception.UntrustedImage(
+                    image=image, reason='its memory stream is %d bytes, the '
+                    'signed record says %s' % (actual_size, size))
+            digest = hashlib.sha256()
+            with open(partial, 'rb') as f:
+                for block in iter(lambda: f.read(1 << 20), b''):
+                    digest.update(block)
+            if digest.hexdigest() != sha256:
+                raise exception.ChecksumMismatch(
+                    image=image, file='the memory stream',
+                    actual=digest.hexdigest(), expected=sha256)
+            os.rename(partial, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+
+    def entries(self):
+        """(key, bytes, last used) of every cached stream, oldest first."""
+        found = []
+        if not os.path.isdir(self.root):
+            return found
+        for name in os.listdir(self.root):
+            if not _UUID.match(name):
+                continue
+            try:
+                st = os.stat(os.path.join(self.root, name))
+            except FileNotFoundError:
+                continue
+            found.append((name, st.st_size, st.st_mtime))
+        return sorted(found, key=lambda e: e[2])
+
+    def remove(self, key):
+        """Drop ``key`` unless a restore is reading it; True if dropped."""
+        with self._lock(key) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(key))
+            os.unlink(self._path(key) + '.lock')
+            return True
+
+    def evict(self, keep=None):
+        """Drop the least recently used streams beyond the size limit."""
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        for key, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            if key != keep and self.remove(key):
+                LOG.info('Evicted memory stream %s (%d MiB) from the cache',
+                         key, size // (1024 * 1024))
+                total -= size
+
+    def remove_partials(self):
+        """Downloads a crash interrupted."""
+        if not os.path.isdir(self.root):
+            return
+        for name in os.listdir(self.root):
+            if '.partial' in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.root, name))

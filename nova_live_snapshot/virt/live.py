@@ -1,0 +1,425 @@
+"""The driver's live-snapshot operations, on Nova's objects.
+
+:class:`LiveSnapshots` is what :class:`nova_live_snapshot.virt.driver.
+LiveSnapshotDriver` calls: capture an instance and publish it to Glance,
+prepare and perform the restore of a clone, re-identify it, and recover
+after a crash. It works on the engine's pieces (capture, the save-image
+stream feeder, re-identification) through the libvirt connection Nova's
+driver already has, so that nova-compute keeps one connection and one event
+loop.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+from lxml import etree
+
+from nova_live_snapshot import capture as capture_mod
+from nova_live_snapshot import clone as clone_mod
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import identity
+from nova_live_snapshot import liveimage
+from nova_live_snapshot.virt import images
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['LiveSnapshots', 'RestorePlan', 'Journal']
+
+
+@dataclasses.dataclass
+class RestorePlan:
+    """A clone about to be restored: its checked record, and once the
+    memory stream is at hand, its parsed save image."""
+
+    record: images.Record
+    memory_path: str = None
+    save: object = None
+    facts: domainxml.DomainFacts = None
+
+
+def clone_xml(xml, machine, aliases):
+    """Nova's guest config ``xml`` for a clone, made restorable.
+
+    * Every interface's link is down: a clone stays off the network until
+      it has its own MAC and has forgotten its source's addresses
+      (:mod:`nova_live_snapshot.identity`).
+    * A machine type alias (Nova writes ``pc`` unless the image says
+      otherwise) becomes the image's concrete machine type when the alias
+      stands for it here: the migration stream only loads into that one.
+    """
+    root = domainxml.parse(xml, 'Nova guest config')
+    for nic in root.findall('devices/interface'):
+        for link in nic.findall('link'):
+            nic.remove(link)
+        etree.SubElement(nic, 'link', state='down')
+    ostype = root.find('os/type')
+    if ostype is not None and ostype.get('machine') != machine and \
+            aliases.get(ostype.get('machine')) == machine:
+        ostype.set('machine', machine)
+    return etree.tostring(root, encoding='unicode')
+
+
+class Journal:
+    """Captures in progress on this host, one small file each, so that a
+    nova-compute that died mid-capture can remove what the capture left:
+    the source's extra overlay, staging files and the half-made Glance
+    images (deleted with the requester's context, kept here 0600 beside
+    the image staging area, which holds machine memory anyway)."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def _path(self, image_id):
+        return os.path.join(self.root, '%s.capture.json' % image_id)
+
+    def write(self, image_id, **entry):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        path = self._path(image_id)
+        data = self.read(image_id) or {}
+        data.update(entry, image_id=image_id)
+        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(path + '.tmp', path)
+
+    def read(self, image_id):
+        try:
+            with open(self._path(image_id)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def remove(self, image_id):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(image_id))
+
+    def entries(self):
+        for path in sorted(glob.glob(os.path.join(self.root,
+                                                  '*.capture.json'))):
+            try:
+                with open(path) as f:
+                    yield json.load(f)
+            except (OSError, ValueError):
+                LOG.warning('Removing unreadable capture journal %s', path)
+                os.unlink(path)
+
+
+class LiveSnapshots:
+    """Live snapshot operations on one compute host.
+
+    :param conf: the ``[live_snapshot]`` group.
+    :param get_connection: Nova's ``Host.get_connection``.
+    :param image_api: Nova's ``nova.image.glance.API``.
+    """
+
+    def __init__(self, conf, get_connection, image_api):
+        self.conf = conf
+        self.host = host_mod.Host(connection=get_connection)
+        self.image_api = image_api
+        self.cache = images.MemoryCache(conf.memory_cache_dir,
+                                        conf.memory_cache_max_mib)
+        self.journal = Journal(conf.image_dir)
+
+    @functools.cached_property
+    def store(self):
+        """The capture staging store; made on first use, so that a host
+        that never captures gets no directories."""
+        return liveimage.ImageStore(self.conf.image_dir, self.conf.qemu_group)
+
+    # Capture -----------------------------------------------------------------
+
+    def capture(self, context, instance, domain_name, image_id,
+                update_task_state):
+        """Capture ``instance`` into the queued Glance image ``image_id``,
+        upload both halves and sign the record. The source keeps running,
+        back on its own disk when this returns or raises.
+
+        :raises NotConfigured:, DomainNotRunning:, CaptureFailed:,
+            InsufficientSpace: (nothing of the image is left on this host or
+            in Glance, except ``image_id`` itself, which the caller owns)
+        """
+        from nova.compute import task_states
+
+        images.check_key(self.conf.signing_key)
+        self.journal.write(image_id, instance=instance.uuid,
+                           context=context.to_dict())
+        memory_image_id = None
+        result = None
+        try:
+            result = capture_mod.capture(self.host, self.store, domain_name,
+                                         image_id, self.conf)
+            self.journal.write(image_id, overlays=result.source_overlays,
+                               domain=domain_name)
+            self._restore_source_chain(domain_name, result.source_overlays)
+            update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
+            update_task_state(
+                task_state=task_states.IMAGE_UPLOADING,
+                expected_state=task_states.IMAGE_PENDING_UPLOAD)
+            image = result.image
+            name = self.image_api.get(context, image_id)['name']
+            with open(image.memory_path, 'rb') as f:
+                memory_image_id = self.image_api.create(
+                    context, images.memory_image_meta(name, image_id),
+                    data=f)['id']
+            self.journal.write(image_id, memory_image=memory_image_id)
+            source = image.manifest.source
+            record = images.Record(
+                format=images.FORMAT, disk_image=image_id,
+                project_id=instance.project_id,
+                memory_image=memory_image_id,
+                memory_sha256=image.manifest.files['memory']['sha256'],
+                memory_size=str(image.manifest.files['memory']['size']),
+                disk_hash='%s:%s' % (images.DISK_HASH,
+                                     _file_hash(image.disk_path)),
+                memory_mib=str(source['memory_mib']),
+                vcpus=str(source['vcpus']),
+                machine=source['machine'],
+                cpu_model=source.get('cpu_model') or '',
+                qemu_version=image.manifest.host['qemu_version'],
+                source_instance=instance.uuid,
+                created_at=image.manifest.data['created_at'])
+            properties = record.properties(self.conf.signing_key)
+            properties['trait:%s' % images.TRAIT] = 'required'
+            # One upload with the signed record: the image turns active
+            # complete, never active and unsigned.
+            with open(image.disk_path, 'rb') as f:
+                uploaded = self.image_api.update(context, image_id, {
+                    'disk_format': 'qcow2',
+                    'container_format': 'bare',
+                    'min_ram': source['memory_mib'],
+                    'properties': properties,
+                }, data=f, purge_props=False)
+            # Glance hashes what it stored; a clone checks that hash against
+            # the signed one, so they must agree now.
+            stored = '%s:%s' % (uploaded.get('os_hash_algo'),
+                                uploaded.get('os_hash_value'))
+            if stored != record.disk_hash:
+                raise exception.CaptureFailed(
+                    domain=domain_name, reason='Glance stored the disk with '
+                    'hash %s, the upload had %s (Glance must hash with %s, '
+                    'its default)' % (stored[:24], record.disk_hash[:24],
+                                      images.DISK_HASH))
+            self.cache.add(memory_image_id, image.memory_path)
+            LOG.info('Live image %s of %s: source paused %.0f ms, memory '
+                     '%d MiB', image_id, instance.uuid, result.pause_ms or -1,
+                     record_size_mib(record))
+            return record
+        except BaseException:
+            if memory_image_id is not None:
+                self._delete_image(context, memory_image_id)
+            if result is not None:
+                # The commit may not have happened if the failure came first.
+                with contextlib.suppress(exception.LiveSnapshotError):
+                    self._restore_source_chain(domain_name,
+                                               result.source_overlays)
+            raise
+        finally:
+            with contextlib.suppress(exception.ImageNotFound):
+                self.store.delete(image_id)
+            self.journal.remove(image_id)
+
+    def _restore_source_chain(self, domain_name, overlays):
+        """Commit the overlays a live capture put under the source back into
+        the disks the source ran on, so that Nova finds the instance exactly
+        as it left it (its disk at its usual path)."""
+        guest = self.host.lookup(domain_name)
+        for dev, overlay in sorted(overlays.items()):
+            if guest.active_disk(dev) == overlay:
+                guest.commit_active(dev)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(overlay)
+        if guest.is_persistent():
+            # libvirt keeps the persistent definition pointing at the
+            # overlay it created; Nova would boot from it next time.
+            self.host.define(guest.xml(inactive=False))
+
+    def _delete_image(self, context, image_id):
+        from nova import exception as nova_exception
+        try:
+            self.image_api.delete(context, image_id)
+        except nova_exception.ImageNotFound:
+            pass
+        except Exception:   # noqa: cleanup must not hide the first error
+            LOG.exception('Could not delete Glance image %s', image_id)
+
+    # Restore -----------------------------------------------------------------
+
+    def prepare_restore(self, context, instance):
+        """Check that ``instance`` may be a clone of its live image, before
+        anything is created for it.
+
+        :returns: :class:`RestorePlan`
+        :raises UntrustedImage:, WrongProject:, FlavorMismatch:,
+            IncompatibleImage:, NotConfigured:
+        """
+        image = self.image_api.get(context, instance.image_ref)
+        record = images.Record.from_image(image, self.conf.signing_key)
+        glance_hash = '%s:%s' % (image.get('os_hash_algo'),
+                                 image.get('os_hash_value'))
+        if glance_hash != record.disk_hash:
+            raise exception.UntrustedImage(
+                image=record.disk_image, reason='Glance holds other disk data '
+                'than the image was signed with')
+        if record.project_id != instance.project_id:
+            raise exception.WrongProject(image=record.disk_image,
+                                         owner=record.project_id,
+                                         project=instance.project_id)
+        flavor = instance.flavor
+        if (flavor.memory_mb, flavor.vcpus) != (record.ram_mib, record.cpus):
+            raise exception.FlavorMismatch(
+                image=record.disk_image, image_ram=record.ram_mib,
+                image_vcpus=record.cpus, flavor=flavor.name,
+                ram=flavor.memory_mb, vcpus=flavor.vcpus)
+        # Format 1 images are x86_64 (the record has no arch to lie about).
+        reasons = clone_mod.host_reasons(self.host, 'x86_64', record.machine,
+                                         record.qemu_version)
+        if reasons:
+            raise exception.IncompatibleImage(image=record.disk_image,
+                                              reasons='; '.join(reasons))
+        return RestorePlan(record=record)
+
+    @contextlib.contextmanager
+    def memory_stream(self, context, plan):
+        """Make the plan's memory stream available (from the cache, or
+        downloaded and checked against the signed hash) and parse it."""
+        record = plan.record
+
+        def fetch(path):
+            self.image_api.download(context, record.memory_image,
+                                    dest_path=path)
+
+        with self.cache.use(record.memory_image, record.memory_sha256,
+                            record.memory_size, fetch,
+                            record.disk_image) as path:
+            plan.memory_path = path
+            plan.save, plan.facts = liveimage.read_memory(
+                path, record.disk_image, record.ram_mib, record.cpus,
+                record.machine)
+            yield plan
+
+    def restore(self, plan, xml, instance_dir, paused, after_define=None):
+        """Restore the clone with Nova's domain XML for it (its name, UUID,
+        disk paths and ports), links down.
+
+        As Nova does for a boot, the domain is defined first with ``xml``
+        as Nova rendered it (its next start is a normal boot), then
+        ``after_define`` runs (Nova builds the config drive there, reading
+        the defined domain), then the clone is restored over the
+        definition.
+
+        :raises IncompatibleImage: Nova's guest config for the instance
+            cannot resume the image.
+        """
+        xml_for_restore = clone_xml(xml, plan.facts.machine,
+                                    self.host.machine_aliases())
+        reasons = domainxml.compare(plan.facts, domainxml.facts(
+            xml_for_restore, 'Nova guest config'))
+        if reasons:
+            raise exception.IncompatibleImage(image=plan.record.disk_image,
+                                              reasons='; '.join(reasons))
+        self.host.define(xml)
+        if after_define is not None:
+            after_define()
+        clone_mod.restore(self.host, plan.record.disk_image, plan.save,
+                          xml_for_restore, plan.memory_path,
+                          fifo_dir=instance_dir,
+                          timeout=self.conf.restore_timeout, paused=paused)
+
+    def reidentify(self, plan, instance, domain_name):
+        """Give the running clone its own identity (:mod:`identity`).
+
+        :returns: the identity report as a dict.
+        :raises CloneSpawnFailed: naming the step that failed.
+        """
+        guest = self.host.lookup(domain_name)
+        macs = guest.interface_macs()
+        new_mac = macs[0] if macs else None
+        old_mac = plan.facts.nics[0][1] if plan.facts.nics else None
+        new = identity.NewIdentity(
+            name=instance.name if hasattr(instance, 'name') else domain_name,
+            uuid=instance.uuid, mac=new_mac, old_mac=old_mac,
+            hostname=identity.hostname_for(instance.hostname or domain_name))
+
+        def set_link_up():
+            if new_mac:
+                guest.set_link_up(new_mac)
+
+        report = clone_mod.reidentify(
+            guest, new, plan.record.disk_image, set_link_up,
+            require_agent=self.conf.require_guest_agent,
+            agent_timeout=self.conf.agent_timeout)
+        return report.to_dict()
+
+    # Recovery ----------------------------------------------------------------
+
+    def _remove_orphaned_staging(self):
+        """Memory files staged by captures whose writer is gone (its
+        partial image was just removed as stale): machine memory on tmpfs
+        that nothing will ever move or delete otherwise."""
+        staging = self.conf.staging_dir
+        if not os.path.isdir(staging):
+            return
+        live = set()
+        if os.path.isdir(self.conf.image_dir):
+            live = {name.rsplit('-', 1)[-1]
+                    for name in os.listdir(self.conf.image_dir)
+                    if name.startswith(liveimage.PARTIAL_PREFIX)}
+        for entry in os.listdir(staging):
+            if entry[:8] not in live:
+                LOG.warning('Removing orphaned capture staging %s', entry)
+                shutil.rmtree(os.path.join(staging, entry),
+                              ignore_errors=True)
+
+    def recover(self, get_context):
+        """After a crash: put every source back on its own disk, drop
+        staging files and partial images, and delete the Glance images of
+        captures that never finished.
+
+        :param get_context: builds a request context from a journal's dict.
+        """
+        if os.path.isdir(self.conf.image_dir):
+            self.store.remove_stale_partials()
+        self.cache.remove_partials()
+        self._remove_orphaned_staging()
+        for entry in list(self.journal.entries()):
+            image_id = entry['image_id']
+            LOG.warning('Cleaning up the live snapshot %s that was in '
+                        'progress when nova-compute stopped', image_id)
+            if entry.get('overlays') and entry.get('domain'):
+                try:
+                    self._restore_source_chain(entry['domain'],
+                                               entry['overlays'])
+                except exception.LiveSnapshotError:
+                    LOG.exception('Could not commit the capture overlay of '
+                                  '%s back', entry['domain'])
+            with contextlib.suppress(exception.ImageNotFound):
+                self.store.delete(image_id)
+            context = get_context(entry.get('context') or {})
+            for glance_id in (entry.get('memory_image'), image_id):
+                if glance_id:
+                    self._delete_image(context, glance_id)
+            self.journal.remove(image_id)
+
+
+def _file_hash(path):
+    digest = hashlib.new(images.DISK_HASH)
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_size_mib(record):
+    return int(record.memory_size) // (1024 * 1024)

@@ -1,0 +1,224 @@
+"""The driver subclass inside Nova's services, on a real libvirtd.
+
+Nova's API (with the ``live_snapshot`` filter), conductor, scheduler and a
+compute service running ``livesnapshot.LiveSnapshotDriver`` run in-process
+on Nova's fixtures for the database, RPC, placement and Neutron; Glance is
+Nova's fixture keeping data and hashes as Glance does. The hypervisor is
+real: libvirtd and TCG guests booted from the busybox test guest disk.
+"""
+
+from tests.nova import base  # noqa: I100 (Nova's test package first)
+
+import os
+import shutil
+import uuid
+
+import threading
+
+import fixtures
+from nova.tests import fixtures as nova_fixtures
+from nova import thread_pool_factory
+
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import testbed
+from nova_live_snapshot.virt import images
+
+CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
+GUEST_DISK = os.path.join(CACHE, 'guest', 'busybox-guest.qcow2')
+
+
+def _init_events(self):
+    """Nova's ``Host._init_events``, with its connection-event thread on a
+    daemon thread instead of Nova's executor: that thread never returns, and
+    the test base waits for the executors at cleanup. (Nova's test base
+    poisons the whole method: its tests run on a fake libvirt.)"""
+    self._delayed_executor = (
+        thread_pool_factory.StaticallyDelayingCancellableTaskExecutorWrapper(
+            delay=15, executor=thread_pool_factory.get_executor(
+                thread_pool_factory.ExecutorType.DEFAULT)))
+    self._event_handler.start()
+    threading.Thread(target=self._conn_event_thread, daemon=True).start()
+
+
+def _remove_leftovers():
+    """Domains an interrupted run of these tests left (their disks are
+    under /var/tmp/nls-nova-*): Nova refuses to start a new compute service
+    on a hypervisor that has instances it does not know."""
+    host = host_mod.Host()
+    for name in host.domain_names():
+        guest = host.lookup(name)
+        if any(p.startswith('/var/tmp/nls-nova-')
+               for p in guest.disk_sources().values()):
+            guest.remove()
+
+
+class LiveDriverTest(base.LiveSnapshotTestBase):
+    """Capture and clone through Nova, on a real hypervisor."""
+
+    ADMIN_API = True
+
+    def setUp(self):
+        if not os.path.exists(GUEST_DISK) or not os.path.exists(
+                '/var/run/libvirt/libvirt-sock'):
+            msg = 'needs libvirtd and the test guest (make guest)'
+            if os.environ.get('NLS_REQUIRE_LIVE') == '1':
+                self.fail(msg)
+            self.skipTest(msg)
+        _remove_leftovers()
+        # QEMU runs as libvirt-qemu: the instances and the image staging
+        # must be reachable by it (the test's TempDir is 0700).
+        self.root = '/var/tmp/nls-nova-%s' % uuid.uuid4().hex[:8]
+        os.makedirs(self.root, mode=0o711)
+        os.chmod(self.root, 0o711)
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        os.mkdir(os.path.join(self.root, 'instances'), 0o711)
+        self.flags(instances_path=os.path.join(self.root, 'instances'))
+        self.flags(virt_type='qemu', group='libvirt')
+        # Nova's test base forbids looking at the host (uname, interfaces):
+        # its tests run on a fake one. This one is real.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.GenericPoisonFixture.POISON_THESE', ()))
+        # No VNC: nothing but QEMU's own process on this host.
+        self.flags(enabled=False, group='vnc')
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.host.Host._init_events', _init_events))
+        # Privileged helpers run in this (root) process, not through a
+        # privsep daemon.
+        self.useFixture(nova_fixtures.PrivsepFixture())
+        self.compute = self._start_compute('compute1')
+        # The test's own view of libvirt, on the driver's connection (one
+        # event loop per process).
+        self.host = host_mod.Host(
+            connection=self.compute.driver._host.get_connection)
+        self._servers = []
+        self.addCleanup(self._no_domains_left)
+        with open(GUEST_DISK, 'rb') as f:
+            self.guest_image = self.glance.create(None, {
+                'name': 'busybox-guest', 'disk_format': 'qcow2',
+                'container_format': 'bare', 'visibility': 'public',
+                'properties': {'hw_qemu_guest_agent': 'yes'}}, data=f)['id']
+        self.flavor = self._create_flavor(memory_mb=128, vcpu=1, disk=1,
+                                          ephemeral=0)
+        self.other_flavor = self._create_flavor(memory_mb=256, vcpu=1,
+                                                disk=1, ephemeral=0)
+
+    def live_snapshot_options(self):
+        opts = super().live_snapshot_options()
+        opts.update(image_dir=os.path.join(self.root, 'images'),
+                    memory_cache_dir=os.path.join(self.root, 'cache'),
+                    staging_dir='/dev/shm/nls-nova-%s' % uuid.uuid4().hex[:8])
+        return opts
+
+    def _no_domains_left(self):
+        # A test that failed half-way: remove what it left (the test has
+        # failed already).
+        for name in ({s['OS-EXT-SRV-ATTR:instance_name']
+                      for s in self._servers} & self.host.domain_names()):
+            self.host.lookup(name).remove()
+
+    def _boot(self, image, flavor, expected_state='ACTIVE'):
+        server = self.api.post_server({'server': self._build_server(
+            image_uuid=image, flavor_id=flavor, networks='none')})
+        # A TCG boot or restore: seconds; two minutes is the deadline.
+        server = self._wait_for_state_change(server, expected_state,
+                                             max_retries=240)
+        self._servers.append(server)
+        return server
+
+    def _guest(self, server):
+        return self.host.lookup(server['OS-EXT-SRV-ATTR:instance_name'])
+
+    def _capture(self, server, name='golden'):
+        image_id = self.create_live_image(server['id'], name).body['image_id']
+        # Capture, hashing and upload: seconds; two minutes is the deadline.
+        self._wait_for_server_parameter(
+            server, {'OS-EXT-STS:task_state': None, 'status': 'ACTIVE'},
+            max_retries=240)
+        image = self.glance.show(None, image_id)
+        self.assertEqual('active', image['status'])
+        return image
+
+    def test_capture_then_clones_resume_with_their_own_identity(self):
+        """A live image captured through the API, while the source runs,
+        spawns clones through a plain server create: they resume the
+        source's workload (same token, counter past the capture point),
+        each with its own hostname; the source keeps running on its own
+        disk; the image is signed, bound to the trait and the source's RAM,
+        and its memory half is a hidden image; deleting the servers leaves
+        no domain."""
+        source = self._boot(self.guest_image, self.flavor)
+        src_guest = self._guest(source)
+        testbed.wait_ready(src_guest, timeout=180)
+        before = testbed.read_workload(src_guest)
+
+        image = self._capture(source)
+        props = image['properties']
+        self.assertEqual('required', props['trait:%s' % images.TRAIT])
+        self.assertEqual(128, image['min_ram'])
+        record = images.Record.from_image(image, base.SIGNING_KEY)
+        self.assertEqual(source['id'], record.source_instance)
+        memory = self.glance.show(None, record.memory_image)
+        self.assertTrue(memory['os_hidden'])
+        # The source runs on, on its own disk again.
+        after = testbed.wait_counter(src_guest, before.counter + 2)
+        self.assertEqual(before.token, after.token)
+        self.assertEqual(
+            os.path.join(self.root, 'instances', source['id'], 'disk'),
+            src_guest.disk_sources()['vda'])
+
+        clones = [self._boot(image['id'], self.flavor) for _ in range(2)]
+        hostnames = set()
+        for clone in clones:
+            guest = self._guest(clone)
+            state = testbed.read_workload(guest)
+            self.assertEqual(before.token, state.token)
+            self.assertGreaterEqual(state.counter, before.counter)
+            rc, out, _ = guest.agent_exec(['/bin/hostname'])
+            hostnames.add(out.decode().strip())
+        self.assertEqual(2, len(hostnames))
+        self.assertNotIn(source['OS-EXT-SRV-ATTR:hostname'], hostnames)
+
+        self._delete_all()
+
+    def test_refusals_leave_a_clear_fault_and_nothing_running(self):
+        """A flavor of another size, and an image whose record was changed
+        after capture, fail the build before anything starts, with the
+        reason in the server's fault."""
+        source = self._boot(self.guest_image, self.flavor)
+        testbed.wait_ready(self._guest(source), timeout=180)
+        image = self._capture(source)
+
+        wrong = self._boot(image['id'], self.other_flavor,
+                           expected_state='ERROR')
+        self.assertIn('128 MiB RAM', wrong['fault']['message'])
+
+        tampered = dict(image, id=None, name='tampered')
+        tampered.pop('id')
+        tampered['properties'] = dict(image['properties'],
+                                      live_snapshot_vcpus='1')
+        forged = self.glance.create(None, tampered,
+                                    data=_BytesFile(self.glance.data(
+                                        image['id'])))
+        bad = self._boot(forged['id'], self.flavor, expected_state='ERROR')
+        self.assertIn('signature does not match', bad['fault']['message'])
+        self._delete_all()
+
+    def _delete_all(self):
+        """Delete every server of the test through the API; no domain of
+        theirs may remain."""
+        for server in self._servers:
+            self.api.delete_server(server['id'])
+        for server in self._servers:
+            self._wait_until_deleted(server)
+        self.assertEqual(set(), {s['OS-EXT-SRV-ATTR:instance_name']
+                                 for s in self._servers}
+                         & self.host.domain_names())
+
+
+class _BytesFile:
+    def __init__(self, data):
+        self._data = data
+
+    def read(self):
+        return self._data
