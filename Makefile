@@ -53,7 +53,8 @@ nova-functional: venv
 	$(STESTR) tests/nova/functional --top-dir . run --serial
 
 nova-live: venv guest
-	NLS_REQUIRE_LIVE=1 $(STESTR) tests/nova/live --top-dir . run --serial
+	NLS_REQUIRE_LIVE=1 NLS_RESULTS_DIR=nova-test-results \
+	    $(STESTR) tests/nova/live --top-dir . run --serial
 
 # Nova's libvirt driver unit tests against LibvirtDriver and against the
 # subclass; every outcome must match but the listed, explained ones.

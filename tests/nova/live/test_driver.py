@@ -9,11 +9,13 @@ real: libvirtd and TCG guests booted from the busybox test guest disk.
 
 from tests.nova import base  # noqa: I100 (Nova's test package first)
 
+import json
 import os
 import shutil
 import uuid
 
 import threading
+import time
 
 import fixtures
 from nova.tests import fixtures as nova_fixtures
@@ -21,7 +23,9 @@ from nova import thread_pool_factory
 
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
+from nova import exception as nova_exception
 from nova_live_snapshot.virt import images
+from nova_live_snapshot.virt import live
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
 GUEST_DISK = os.path.join(CACHE, 'guest', 'busybox-guest.qcow2')
@@ -38,6 +42,18 @@ def _init_events(self):
                 thread_pool_factory.ExecutorType.DEFAULT)))
     self._event_handler.start()
     threading.Thread(target=self._conn_event_thread, daemon=True).start()
+
+
+def _record(name, timings):
+    """Wall times of a scenario, kept in $NLS_RESULTS_DIR (make sets it)."""
+    results = os.environ.get('NLS_RESULTS_DIR')
+    if not results:
+        return
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, 'nova-live-%s.json' % name), 'w') as f:
+        json.dump({k: [round(x, 2) for x in v] if isinstance(v, list)
+                   else round(v, 2) for k, v in timings.items()}, f,
+                  indent=1)
 
 
 def _remove_leftovers():
@@ -147,12 +163,18 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         disk; the image is signed, bound to the trait and the source's RAM,
         and its memory half is a hidden image; deleting the servers leaves
         no domain."""
+        timings = {}
+        started = time.monotonic()
         source = self._boot(self.guest_image, self.flavor)
+        timings['boot_to_active_s'] = time.monotonic() - started
         src_guest = self._guest(source)
         testbed.wait_ready(src_guest, timeout=180)
+        timings['boot_to_ready_s'] = time.monotonic() - started
         before = testbed.read_workload(src_guest)
 
+        started = time.monotonic()
         image = self._capture(source)
+        timings['capture_to_active_image_s'] = time.monotonic() - started
         props = image['properties']
         self.assertEqual('required', props['trait:%s' % images.TRAIT])
         self.assertEqual(128, image['min_ram'])
@@ -167,7 +189,12 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             os.path.join(self.root, 'instances', source['id'], 'disk'),
             src_guest.disk_sources()['vda'])
 
-        clones = [self._boot(image['id'], self.flavor) for _ in range(2)]
+        clones = []
+        for _ in range(2):
+            started = time.monotonic()
+            clones.append(self._boot(image['id'], self.flavor))
+            timings.setdefault('clone_to_active_s', []).append(
+                time.monotonic() - started)
         hostnames = set()
         for clone in clones:
             guest = self._guest(clone)
@@ -178,6 +205,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             hostnames.add(out.decode().strip())
         self.assertEqual(2, len(hostnames))
         self.assertNotIn(source['OS-EXT-SRV-ATTR:hostname'], hostnames)
+        _record('capture_and_clone', timings)
 
         self._delete_all()
 
@@ -202,6 +230,69 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
                                         image['id'])))
         bad = self._boot(forged['id'], self.flavor, expected_state='ERROR')
         self.assertIn('signature does not match', bad['fault']['message'])
+        self._delete_all()
+
+    def test_compute_restart_during_a_capture_leaves_no_half_image(self):
+        """nova-compute stops right after the live snapshot, before the
+        source's overlay is merged back and before anything is uploaded.
+        Until then, Nova answers other actions on the source with 409.
+        The restarted service finds the source ACTIVE with its task state
+        cleared, running on its own disk with the overlay merged and gone,
+        the queued Glance image deleted, and no staging, partial image or
+        journal left; the source's workload kept running throughout."""
+        source = self._boot(self.guest_image, self.flavor)
+        guest = self._guest(source)
+        before = testbed.wait_ready(guest, timeout=180)
+        crashed, release = threading.Event(), threading.Event()
+        real = live.LiveSnapshots._restore_source_chain
+
+        def die_once(snapshots, domain, overlays):
+            if not crashed.is_set():
+                crashed.set()
+                release.wait(300)
+                raise RuntimeError('this nova-compute died')
+            return real(snapshots, domain, overlays)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_live_snapshot.virt.live.LiveSnapshots._restore_source_chain',
+            die_once))
+        self.addCleanup(release.set)
+        image_id = self.create_live_image(source['id']).body['image_id']
+        self.assertTrue(crashed.wait(120), 'the capture never got that far')
+        self.assertNotEqual(
+            os.path.join(self.root, 'instances', source['id'], 'disk'),
+            guest.disk_sources()['vda'], 'the source should be on an overlay')
+        # Meanwhile Nova refuses other actions on the source, and another
+        # capture, with 409.
+        for action in ({'os-stop': None}, {'createImage': {'name': 'x'}},
+                       {'createLiveImage': {'name': 'again'}}):
+            response = self.api.api_post(
+                '/servers/%s/action' % source['id'], action,
+                check_response_status=False)
+            self.assertEqual(409, response.status, action)
+
+        self.compute = self.restart_compute_service(
+            self.computes['compute1'], keep_hypervisor_state=False)
+        self._wait_for_server_parameter(
+            source, {'OS-EXT-STS:task_state': None, 'status': 'ACTIVE'},
+            max_retries=240)
+        self.assertRaises(nova_exception.ImageNotFound, self.glance.show,
+                          None, image_id)
+        instance_dir = os.path.join(self.root, 'instances', source['id'])
+        self.assertEqual(os.path.join(instance_dir, 'disk'),
+                         guest.disk_sources()['vda'])
+        self.assertEqual(['console.log', 'disk', 'disk.info'],
+                         sorted(os.listdir(instance_dir)))
+        image_dir = self.live_conf['image_dir']
+        self.assertEqual([], [n for n in os.listdir(image_dir)
+                              if n.startswith('.partial-')
+                              or n.endswith('.capture.json')])
+        staging = self.live_conf['staging_dir']
+        self.assertEqual([], os.listdir(staging) if os.path.isdir(staging)
+                         else [])
+        after = testbed.wait_counter(guest, before.counter + 2)
+        self.assertEqual(before.token, after.token)
+        release.set()
         self._delete_all()
 
     def _delete_all(self):
