@@ -297,8 +297,18 @@ class LiveSnapshots:
         record = plan.record
 
         def fetch(path):
-            self.image_api.download(context, record.memory_image,
-                                    dest_path=path)
+            from nova import exception as nova_exception
+            try:
+                self.image_api.download(context, record.memory_image,
+                                        dest_path=path)
+            except (nova_exception.ImageNotFound,
+                    nova_exception.ImageNotAuthorized) as e:
+                # Every host would fail the same way: not a reschedule.
+                raise exception.InvalidLiveImage(
+                    image=record.disk_image, reason='its memory image %s '
+                    'cannot be read from Glance (%s); the live image is '
+                    'incomplete' % (record.memory_image,
+                                    e.format_message())) from e
 
         with self.cache.use(record.memory_image, record.memory_sha256,
                             record.memory_size, fetch,

@@ -8,8 +8,8 @@ keeping data and hashes) combined with Nova's own
 libvirt module, a mocked ``_create_image``, ``Host.get_connection``
 returning one fake connection per compute host). The fake hypervisor can
 define, start and stop domains but has no save, restore or live snapshot:
-captures fail on it, and spawns of live images must refuse before they
-would need one.
+captures fail on it (it has not even ``lookupByName``), and spawns of
+live images must refuse before they would need one.
 
 Import :mod:`tests.nova.base` before this module (and before anything else
 from Nova).
@@ -17,6 +17,7 @@ from Nova).
 
 from tests.nova import base  # noqa: I100 (Nova's test package first)
 
+import dataclasses
 import hashlib
 import io
 import time
@@ -26,6 +27,7 @@ import fixtures
 from nova.api import wsgi as nova_wsgi
 from nova import context as nova_context
 from nova import objects
+from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import base as libvirt_base
 from wsgi_intercept import interceptor
@@ -83,8 +85,12 @@ class DomainLog:
         return record
 
     def current_uuids(self):
-        """UUIDs of the domains the connection has now."""
-        return {dom.UUIDString() for dom in self.connection.listAllDomains()}
+        """UUIDs of the domains the connection has now, running or not."""
+        # The fake lists nothing unless asked for active or inactive ones.
+        flags = (fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE |
+                 fakelibvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
+        return {dom.UUIDString()
+                for dom in self.connection.listAllDomains(flags)}
 
 
 class StockAPIFixture(fixtures.Fixture):
@@ -150,6 +156,13 @@ class FakeLibvirtTestBase(base.LiveSnapshotTestBase,
         self.flags(compute_driver=driver)
         self.start_compute(hostname)
         compute = self.computes[hostname]
+        if getattr(compute.driver, '_live', None) is not None:
+            # init_host built the driver's live snapshot operations around
+            # Nova's connection getter while that was still the test base's
+            # process-wide mock; ServersTestBase only then gives this host
+            # its own fake connection. Built again on first use, they use
+            # that one, as nova-compute's single connection in production.
+            compute.driver._live = None
         return compute, DomainLog(compute.driver._host.get_connection())
 
     # Views the API does not give a project member ----------------------
@@ -164,31 +177,35 @@ class FakeLibvirtTestBase(base.LiveSnapshotTestBase,
         """Ids of every image the Glance fixture holds now."""
         return set(self.glance.images)
 
-    def action_event(self, server_id, action, event):
-        """Instance action ``action``'s event ``event`` of the server (as
-        an administrator sees it), or None while there is none."""
+    def action_events(self, server_id, action, event):
+        """Event ``event`` of each of the server's instance actions named
+        ``action`` that has one, newest action first (as an administrator
+        sees them)."""
+        found = []
         for act in self.admin_api.get_instance_actions(server_id):
             if act['action'] != action:
                 continue
             details = self.admin_api.get_instance_action_details(
                 server_id, act['request_id'])
-            for found in details.get('events', []):
-                if found['event'] == event:
-                    return found
-        return None
+            found.extend(e for e in details.get('events', [])
+                         if e['event'] == event)
+        return found
 
     def create_signed_image(self, project_id, memory_mib, vcpus,
-                            changes=None, remove=()):
+                            changes=None, remove=(), record_fields=None):
         """A live image in the Glance fixture as a compute host of this
         cloud would publish it: disk data, Glance's hash of it, the signed
         record, the trait requirement; then ``changes`` set and ``remove``
-        deleted among its properties, after signing.
+        deleted among its properties, after signing. ``record_fields``
+        replace fields of the record before it is signed.
 
         :returns: the image's Glance id
         """
         image_id = str(uuid.uuid4())
         data = ('frozen disk of %s' % image_id).encode()
-        record = signed_record(image_id, project_id, memory_mib, vcpus, data)
+        record = dataclasses.replace(
+            signed_record(image_id, project_id, memory_mib, vcpus, data),
+            **(record_fields or {}))
         properties = record.properties(base.SIGNING_KEY)
         properties['trait:%s' % images.TRAIT] = 'required'
         properties.update(changes or {})
