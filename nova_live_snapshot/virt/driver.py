@@ -132,10 +132,26 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # image), and the fault says why. Nova destroys what was built.
             raise nova_exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason=str(e)) from e
+        self._forget_live_image(instance)
         LOG.info('Clone of live image %s re-identified: %s',
                  plan.record.disk_image,
                  ', '.join('%s %s' % (s['step'], s['status'])
                            for s in report['steps']), instance=instance)
+
+    @staticmethod
+    def _forget_live_image(instance):
+        """Drop the live image's record from the clone's copy of its image
+        properties. Nova copies those into every snapshot of the instance
+        and reads them back on rebuild, evacuate and unshelve: the clone is
+        an ordinary instance from now on, whose snapshots are ordinary
+        images and whose next spawn is a boot."""
+        sysmeta = instance.system_metadata
+        prefixes = ('image_' + images.PREFIX, 'image_trait:%s' % images.TRAIT)
+        stale = [key for key in sysmeta if key.startswith(prefixes)]
+        if stale:
+            for key in stale:
+                del sysmeta[key]
+            instance.save()
 
     def _create_guest(self, context, xml, instance, power_on=True,
                       pause=False, post_xml_callback=None):

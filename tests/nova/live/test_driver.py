@@ -23,7 +23,9 @@ from nova import thread_pool_factory
 
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
+from nova import context as nova_context
 from nova import exception as nova_exception
+from nova import objects
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
 
@@ -205,6 +207,15 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             hostnames.add(out.decode().strip())
         self.assertEqual(2, len(hostnames))
         self.assertNotIn(source['OS-EXT-SRV-ATTR:hostname'], hostnames)
+        # The clones are ordinary instances now: their snapshots do not
+        # inherit the live image's record, and their next spawn boots.
+        for clone in clones:
+            sysmeta = objects.Instance.get_by_uuid(
+                nova_context.get_admin_context(), clone['id']).system_metadata
+            self.assertEqual([], [k for k in sysmeta
+                                  if 'live_snapshot' in k
+                                  or 'LIVE_SNAPSHOT' in k])
+            self.assertEqual('yes', sysmeta['image_hw_qemu_guest_agent'])
         _record('capture_and_clone', timings)
 
         self._delete_all()
