@@ -32,45 +32,48 @@ from openstack.image.v2 import image as sdk_image
 from openstack import resource
 from osc_lib import exceptions
 
+from nova_live_snapshot.virt import images
+
 __all__ = ['LiveImage', 'LiveImageClient', 'LIVE_PROPERTIES']
 
 LOG = logging.getLogger(__name__)
 
 ACTION = 'createLiveImage'
-PROPERTY_PREFIX = 'live_snapshot_'
+# Property names are the compute side's (virt/images.py): one definition.
+PROPERTY_PREFIX = images.PREFIX
 # Metadata keys the compute service sets (the record, and the trait that
 # sends clones to hosts that can restore them); nova-api refuses them too.
 RESERVED_PREFIXES = (PROPERTY_PREFIX, 'trait:')
-FORMAT_PROPERTY = 'live_snapshot_format'
-MEMORY_IMAGE_PROPERTY = 'live_snapshot_memory_image'
-SIGNATURE_PROPERTY = 'live_snapshot_signature'
+FORMAT_PROPERTY = images.PREFIX + 'format'
+MEMORY_IMAGE_PROPERTY = images.PREFIX + 'memory_image'
+SIGNATURE_PROPERTY = images.SIGNATURE
 # On the memory image: its role, and the disk image it belongs to.
-ROLE_PROPERTY = 'live_snapshot_role'
-DISK_IMAGE_PROPERTY = 'live_snapshot_disk_image'
-MEMORY_ROLE = 'memory'
+ROLE_PROPERTY = images.ROLE
+DISK_IMAGE_PROPERTY = images.DISK_IMAGE
+MEMORY_ROLE = images.MEMORY_ROLE
 # Glance filters properties by equality only, so listing asks for the one
 # format this client understands.
-FORMAT_VERSION = '1'
+FORMAT_VERSION = images.FORMAT
 
 # How each property of the live-image record is shown, in display order.
 # Any other live_snapshot_* property (a newer format's) stays visible among
 # the image's other properties.
-LIVE_PROPERTIES = (
-    ('source_server', 'live_snapshot_source_instance'),
-    ('memory_image', MEMORY_IMAGE_PROPERTY),
-    ('memory_mib', 'live_snapshot_memory_mib'),
-    ('vcpus', 'live_snapshot_vcpus'),
-    ('machine', 'live_snapshot_machine'),
-    ('cpu_model', 'live_snapshot_cpu_model'),
-    ('qemu_version', 'live_snapshot_qemu_version'),
-    ('captured_at', 'live_snapshot_created_at'),
-    ('format', FORMAT_PROPERTY),
-    ('project_id', 'live_snapshot_project_id'),
-    ('memory_size', 'live_snapshot_memory_size'),
-    ('memory_sha256', 'live_snapshot_memory_sha256'),
-    ('disk_hash', 'live_snapshot_disk_hash'),
-    ('signature', SIGNATURE_PROPERTY),
-)
+LIVE_PROPERTIES = tuple((label, images.PREFIX + field) for label, field in (
+    ('source_server', 'source_instance'),
+    ('memory_image', 'memory_image'),
+    ('memory_mib', 'memory_mib'),
+    ('vcpus', 'vcpus'),
+    ('machine', 'machine'),
+    ('cpu_model', 'cpu_model'),
+    ('qemu_version', 'qemu_version'),
+    ('captured_at', 'created_at'),
+    ('format', 'format'),
+    ('project_id', 'project_id'),
+    ('memory_size', 'memory_size'),
+    ('memory_sha256', 'memory_sha256'),
+    ('disk_hash', 'disk_hash'),
+    ('signature', 'signature'),
+))
 
 ACTIVE = 'active'
 # Glance statuses a capture never comes back from. A failed capture is

@@ -43,6 +43,7 @@ PREFIX = 'live_snapshot_'
 SIGNATURE = PREFIX + 'signature'
 ROLE = PREFIX + 'role'
 DISK_IMAGE = PREFIX + 'disk_image'
+MEMORY_ROLE = 'memory'
 # Glance's default os_hash_algo: the disk hash is signed before upload.
 DISK_HASH = 'sha512'
 
@@ -162,7 +163,7 @@ def memory_image_meta(name, disk_image_id):
         'container_format': 'bare',
         'visibility': 'private',
         'os_hidden': True,
-        'properties': {ROLE: 'memory', DISK_IMAGE: disk_image_id},
+        'properties': {ROLE: MEMORY_ROLE, DISK_IMAGE: disk_image_id},
     }
 
 
