@@ -40,8 +40,8 @@ from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
 __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
-           'ImageWriter', 'VerifiedImage', 'read_memory', 'sha256_file',
-           'NAME_PATTERN']
+           'ImageWriter', 'VerifiedImage', 'file_digest', 'read_memory',
+           'sha256_file', 'NAME_PATTERN']
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
@@ -134,7 +134,12 @@ def sha256_file(path, dest=None):
 
     The copy is fsync'ed. Returns ``(hex digest, size)``.
     """
-    digest = hashlib.sha256()
+    return file_digest(path, 'sha256', dest)
+
+
+def file_digest(path, algorithm, dest=None):
+    """:func:`sha256_file` with any ``hashlib`` algorithm."""
+    digest = hashlib.new(algorithm)
     size = 0
     with open(path, 'rb') as src:
         out = None

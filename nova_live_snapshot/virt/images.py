@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -34,8 +33,8 @@ from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'is_live_image',
-           'MemoryCache']
+__all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'glance_hash',
+           'is_live_image', 'MemoryCache']
 
 TRAIT = 'CUSTOM_LIVE_SNAPSHOT'
 FORMAT = str(liveimage.FORMAT_VERSION)
@@ -147,6 +146,12 @@ class Record:
         return int(self.vcpus)
 
 
+def glance_hash(image):
+    """Glance's own hash of an image's data, as a record stores it
+    (``algorithm:hex``), from an image dict of Nova's image API."""
+    return '%s:%s' % (image.get('os_hash_algo'), image.get('os_hash_value'))
+
+
 def is_live_image(instance):
     """Whether ``instance`` is being built from a live image, by the image
     properties Nova copied into its system metadata (unknown properties
@@ -246,19 +251,15 @@ class MemoryCache:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
             fetch(partial)
-            actual_size = os.path.getsize(partial)
+            actual, actual_size = liveimage.sha256_file(partial)
             if actual_size != int(size):
                 raise exception.UntrustedImage(
                     image=image, reason='its memory stream is %d bytes, the '
                     'signed record says %s' % (actual_size, size))
-            digest = hashlib.sha256()
-            with open(partial, 'rb') as f:
-                for block in iter(lambda: f.read(1 << 20), b''):
-                    digest.update(block)
-            if digest.hexdigest() != sha256:
+            if actual != sha256:
                 raise exception.ChecksumMismatch(
                     image=image, file='the memory stream',
-                    actual=digest.hexdigest(), expected=sha256)
+                    actual=actual, expected=sha256)
             os.rename(partial, path)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -181,8 +180,8 @@ class LiveSnapshots:
                 memory_image=memory_image_id,
                 memory_sha256=image.manifest.files['memory']['sha256'],
                 memory_size=str(image.manifest.files['memory']['size']),
-                disk_hash='%s:%s' % (images.DISK_HASH,
-                                     _file_hash(image.disk_path)),
+                disk_hash='%s:%s' % (images.DISK_HASH, liveimage.file_digest(
+                    image.disk_path, images.DISK_HASH)[0]),
                 memory_mib=str(source['memory_mib']),
                 vcpus=str(source['vcpus']),
                 machine=source['machine'],
@@ -203,8 +202,7 @@ class LiveSnapshots:
                 }, data=f, purge_props=False)
             # Glance hashes what it stored; a clone checks that hash against
             # the signed one, so they must agree now.
-            stored = '%s:%s' % (uploaded.get('os_hash_algo'),
-                                uploaded.get('os_hash_value'))
+            stored = images.glance_hash(uploaded)
             if stored != record.disk_hash:
                 raise exception.CaptureFailed(
                     domain=domain_name, reason='Glance stored the disk with '
@@ -266,9 +264,7 @@ class LiveSnapshots:
         """
         image = self.image_api.get(context, instance.image_ref)
         record = images.Record.from_image(image, self.conf.signing_key)
-        glance_hash = '%s:%s' % (image.get('os_hash_algo'),
-                                 image.get('os_hash_value'))
-        if glance_hash != record.disk_hash:
+        if images.glance_hash(image) != record.disk_hash:
             raise exception.UntrustedImage(
                 image=record.disk_image, reason='Glance holds other disk data '
                 'than the image was signed with')
@@ -421,14 +417,6 @@ class LiveSnapshots:
                 if glance_id:
                     self._delete_image(context, glance_id)
             self.journal.remove(image_id)
-
-
-def _file_hash(path):
-    digest = hashlib.new(images.DISK_HASH)
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_size_mib(record):
