@@ -9,7 +9,8 @@ export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 
-.PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests host guest venv clean distclean
+.PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
+	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
 
 all: test
 
@@ -62,10 +63,33 @@ nova-driver-tests: venv
 	tools/nova-driver-tests.sh -o nova-driver-tests \
 	    -x tools/nova-driver-tests.expected
 
+# The single-node test cloud (tools/cloud/cloud.py): MariaDB, RabbitMQ,
+# keystone, placement, glance, neutron-server and nova with this project's
+# driver, all on loopback. `make cloud-up` leaves it running for the
+# openstack CLI (eval $$($(PY) tools/cloud/cloud.py env)); logs stay in
+# $$NLS_CLOUD_DIR/logs (default /var/tmp/nls-cloud/logs).
+CLOUD := $(PY) tools/cloud/cloud.py
+
+cloud-up: venv guest
+	$(CLOUD) up
+
+cloud-down:
+	@if [ -x $(PY) ]; then $(CLOUD) down; fi
+
+cloud-status: venv
+	$(CLOUD) status
+
+# The end-to-end scenarios on a fresh cloud, torn down whatever the outcome.
+cloud-test: venv guest
+	$(CLOUD) up
+	NLS_REQUIRE_CLOUD=1 NLS_RESULTS_DIR=cloud-test-results \
+	    $(PY) -m pytest -ra tests/cloud $(PYTEST_ARGS); \
+	    rc=$$?; $(CLOUD) down; exit $$rc
+
 # Live tests fail (rather than skip) when libvirtd or the guest is missing.
 test: venv guest
 	NLS_REQUIRE_LIVE=1 $(PY) -m pytest -ra tests $(PYTEST_ARGS)
-	$(MAKE) nova-functional nova-live nova-driver-tests
+	$(MAKE) nova-functional nova-live nova-driver-tests cloud-test
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -24,6 +24,7 @@ On any failure the source keeps running and nothing of the image remains.
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import time
 
@@ -60,6 +61,17 @@ def _free_mib(path):
 def _overlay_name(current, image_id):
     stem, _ = os.path.splitext(current)
     return '%s.ls-%s.qcow2' % (stem, image_id[:8])
+
+
+_OVERLAY_RE = re.compile(r'\.ls-[0-9a-f]{8}\.qcow2$')
+
+
+def capture_overlays(guest):
+    """The disks of ``guest`` that run on an overlay a live capture made
+    (``{target dev: overlay path}``): what a capture interrupted after its
+    snapshot and before its commit leaves the source on."""
+    return {dev: path for dev, path in guest.disk_sources().items()
+            if path and _OVERLAY_RE.search(os.path.basename(path))}
 
 
 def _plan_memory(conf, writer, memory_mib):

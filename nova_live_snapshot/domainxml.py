@@ -232,6 +232,38 @@ def facts(xml_text, origin):
         has_agent=agent)
 
 
+def with_genid(xml, genid, what='domain XML'):
+    """``xml`` with VM generation ID ``genid`` (replacing any), or with
+    none when ``genid`` is None.
+
+    The generation ID is an ACPI device the guest kernel watches: a new
+    value tells it that it was forked and must reseed its RNG. The device
+    is part of the machine: a clone has one only if its source had one.
+    """
+    root = parse(xml, what)
+    for old in root.findall('genid'):
+        root.remove(old)
+    if genid is not None:
+        element = etree.Element('genid')
+        element.text = genid
+        uuid = root.find('uuid')
+        root.insert(list(root).index(uuid) + 1 if uuid is not None else 0,
+                    element)
+    return etree.tostring(root, encoding='unicode')
+
+
+def ensure_genid(xml):
+    """``xml`` with a VM generation ID (a new one) if it is a domain
+    without one; anything else unchanged."""
+    try:
+        root = parse(xml, 'domain XML')
+    except exception.UnsafeDomainXML:
+        return xml
+    if root.tag != 'domain' or root.find('genid') is not None:
+        return xml
+    return with_genid(xml, str(uuidlib.uuid4()))
+
+
 def compare(image, clone):
     """The reasons why a clone described by ``clone`` cannot resume ``image``.
 

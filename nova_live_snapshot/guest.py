@@ -7,6 +7,7 @@ guest agent, in :meth:`Guest.agent_command`.
 
 import base64
 import json
+import logging
 import time
 
 import libvirt
@@ -16,6 +17,8 @@ from lxml import etree
 from nova_live_snapshot import exception
 
 __all__ = ['Guest']
+
+LOG = logging.getLogger(__name__)
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: 'nostate',
@@ -186,7 +189,10 @@ class Guest:
         flags = (libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
                  libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
         with _errors('block commit of %s %s' % (self._name, dev), self):
-            self.domain.blockCommit(dev, None, None, 0, flags)
+            # A commit already running is one a crashed nova-compute started
+            # (libvirt carries it on): finish that one.
+            if not self.domain.blockJobInfo(dev, 0):
+                self.domain.blockCommit(dev, None, None, 0, flags)
         host.wait_for(lambda: self._block_job_ready(dev), timeout,
                       what='the block commit of %s %s' % (self._name, dev))
         with _errors('pivot %s %s' % (self._name, dev), self):
@@ -198,6 +204,27 @@ class Guest:
                 return not self.domain.blockJobInfo(dev, 0)
         host.wait_for(finished, timeout, what='the pivot of %s %s'
                       % (self._name, dev))
+
+    def end_job(self, timeout=120):
+        """Abort the domain's running job, if any (the memory save of a
+        snapshot whose caller died), and wait until none runs: libvirt
+        carries a job on without its caller and would otherwise finish the
+        snapshot, overlays included, behind the back of whoever cleans up.
+        """
+        from nova_live_snapshot import host
+
+        def idle():
+            with _errors('job info of %s' % self._name, self):
+                return self.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
+        if idle():
+            return
+        LOG.warning('Aborting the job left running on %s', self._name)
+        try:
+            self.domain.abortJob()
+        except libvirt.libvirtError as e:
+            # It may have finished in between.
+            LOG.info('Aborting the job of %s: %s', self._name, e)
+        host.wait_for(idle, timeout, what='the job of %s to end' % self._name)
 
     def save(self, path):
         """Save the memory to ``path`` and stop the domain (virDomainSave)."""

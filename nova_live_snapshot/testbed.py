@@ -19,8 +19,8 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import qemuimg
 
-__all__ = ['TestGuest', 'WorkloadState', 'read_workload', 'wait_ready',
-           'wait_counter']
+__all__ = ['TestGuest', 'WorkloadState', 'read_identity', 'read_workload',
+           'wait_ready', 'wait_counter']
 
 STATE_FILE = '/run/workload.state'
 READY_FILE = '/run/workload.ready'
@@ -66,6 +66,36 @@ def wait_ready(guest, timeout=120):
             return None
     return host_mod.wait_for(ready, timeout,
                              what='workload of %s to be ready' % guest.name)
+
+
+# What makes a Debian guest itself, as the re-identification tests compare
+# it between a source and its clones (empty values where the guest has no
+# NIC).
+_IDENTITY_SCRIPT = r'''
+nic=/sys/class/net/eth0
+echo "mac=$(cat $nic/address 2>/dev/null)"
+echo "hostname=$(hostname)"
+echo "machine_id=$(cat /etc/machine-id)"
+for t in ed25519 ecdsa rsa; do
+    echo "ssh_$t=$(ssh-keygen -lf /etc/ssh/ssh_host_${t}_key.pub | cut -d' ' -f2)"
+done
+echo "ipv4=$(ip -o -4 addr show dev eth0 2>/dev/null | awk '{print $4}')"
+echo "sshd=$(ss -Hltn 'sport = :22' | wc -l)"
+echo "forked=$(dmesg | grep -c 'crng reseeded due to virtual machine fork')"
+'''
+
+
+def read_identity(guest):
+    """The Debian guest's identity facts, read through its agent: mac,
+    hostname, machine_id, ssh_<type> fingerprints, ipv4, sshd (listening
+    sockets on port 22) and forked (how often the kernel reseeded its RNG
+    on a VM generation ID change)."""
+    rc, out, err = guest.agent_exec(['/bin/sh', '-c', _IDENTITY_SCRIPT])
+    if rc:
+        raise exception.GuestAgentError(
+            domain=guest.name, reason='identity script failed: %s'
+            % err.decode(errors='replace'))
+    return dict(line.split('=', 1) for line in out.decode().splitlines())
 
 
 class TestGuest:

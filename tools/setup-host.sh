@@ -16,9 +16,20 @@ for pkg in $("$root/tools/bindep-packages.sh"); do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
+    # Maintainer scripts (mariadb-server, rabbitmq-server) start their
+    # service through invoke-rc.d; without an init system that fails or
+    # leaves a daemon nobody owns. A policy-rc.d answering 101 ("action
+    # forbidden") makes them skip the start; the test cloud starts its own.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+    if [ -n "$(trap -p EXIT)" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # libvirt-daemon-system would create these; we do not install it because its

@@ -29,6 +29,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 
 from nova_live_snapshot import conf as nls_conf
+from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
@@ -78,6 +79,41 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
         provider_tree.add_traits(nodename, images.TRAIT)
+
+    def manage_image_cache(self, context, all_instances):
+        """Nova's periodic image cache pass ([image_cache]
+        manager_interval), extended to the memory stream cache: streams of
+        live images deleted from Glance leave the host."""
+        super().manage_image_cache(context, all_instances)
+        glance = self._service_glance()
+        if glance is not None:
+            self.live.cache.prune(lambda key: _image_exists(glance, key))
+
+    def _service_glance(self):
+        """A Glance adapter authenticated as Nova's service user.
+
+        The periodic pass runs without a user's token; the service user
+        (``[service_user]``, which Nova needs anyway to send service tokens)
+        can see every project's images, hidden ones included.
+        """
+        from keystoneauth1 import exceptions as ks_exc
+        from keystoneauth1 import loading as ks_loading
+        from nova import utils as nova_utils
+        try:
+            auth = ks_loading.load_auth_from_conf_options(
+                nls_conf.CONF, 'service_user')
+        except ks_exc.MissingRequiredOptions:
+            auth = None
+        if auth is None:
+            LOG.warning('[service_user] has no credentials: memory streams '
+                        'of deleted live images stay in %s until the cache '
+                        'size limit evicts them',
+                        nls_conf.CONF.live_snapshot.memory_cache_dir)
+            return None
+        session = ks_loading.load_session_from_conf_options(
+            nls_conf.CONF, 'service_user', auth=auth)
+        return nova_utils.get_ksa_adapter('image', ksa_auth=auth,
+                                          ksa_session=session)
 
     # Capture -----------------------------------------------------------------
 
@@ -158,6 +194,10 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         with self._restores_lock:
             plan = self._restores.get(instance.uuid)
         if plan is None:
+            # Every guest on this host may be captured one day: give it the
+            # VM generation ID device its clones will need (a device cannot
+            # be added to a saved machine). Nova's XML has none.
+            xml = domainxml.ensure_genid(xml)
             return super()._create_guest(
                 context, xml, instance, power_on=power_on, pause=pause,
                 post_xml_callback=post_xml_callback)
@@ -173,3 +213,22 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                           plan.record.disk_image, instance=instance)
             raise
         return self._host.get_guest(instance)
+
+
+def _image_exists(glance, image_id):
+    """True or False from Glance's answer about ``image_id``; None when it
+    gives none (Glance unreachable, or an error other than 404)."""
+    from keystoneauth1 import exceptions as ks_exc
+    try:
+        response = glance.get('/v2/images/%s' % image_id, raise_exc=False)
+    except ks_exc.ClientException as e:
+        LOG.warning('Cannot ask Glance about memory image %s: %s',
+                    image_id, e)
+        return None
+    if response.status_code == 404:
+        return False
+    if response.status_code == 200:
+        return True
+    LOG.warning('Glance answered %d about memory image %s',
+                response.status_code, image_id)
+    return None

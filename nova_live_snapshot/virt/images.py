@@ -304,6 +304,31 @@ class MemoryCache:
                          key, size // (1024 * 1024))
                 total -= size
 
+    def prune(self, image_exists):
+        """Drop the streams whose memory image is gone from Glance.
+
+        A cached stream is a guest's memory: once its live image is deleted
+        it has no reason to stay on the host. ``image_exists(key)`` answers
+        True, False, or None when it cannot tell (the entry then stays).
+        Lock files left by downloads that failed go too.
+
+        :returns: the keys dropped.
+        """
+        dropped = []
+        for key, size, _ in self.entries():
+            if image_exists(key) is False and self.remove(key):
+                LOG.info('Removed memory stream %s (%d MiB) from the cache: '
+                         'its live image was deleted', key,
+                         size // (1024 * 1024))
+                dropped.append(key)
+        if os.path.isdir(self.root):
+            for name in os.listdir(self.root):
+                key = name[:-len('.lock')]
+                if (name.endswith('.lock') and _UUID.match(key)
+                        and not os.path.exists(self._path(key))):
+                    self.remove(key)
+        return dropped
+
     def remove_partials(self):
         """Downloads a crash interrupted."""
         if not os.path.isdir(self.root):

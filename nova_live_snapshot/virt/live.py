@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import uuid as uuidlib
 
 from lxml import etree
 
@@ -45,8 +46,11 @@ class RestorePlan:
     facts: domainxml.DomainFacts = None
 
 
-def clone_xml(xml, machine, aliases):
+def clone_xml(xml, machine, aliases, genid):
     """Nova's guest config ``xml`` for a clone, made restorable.
+
+    * The clone's VM generation ID is ``genid`` (None when its source had
+      no generation ID device).
 
     * Every interface's link is down: a clone stays off the network until
       it has its own MAC and has forgotten its source's addresses
@@ -64,7 +68,8 @@ def clone_xml(xml, machine, aliases):
     if ostype is not None and ostype.get('machine') != machine and \
             aliases.get(ostype.get('machine')) == machine:
         ostype.set('machine', machine)
-    return etree.tostring(root, encoding='unicode')
+    return domainxml.with_genid(etree.tostring(root, encoding='unicode'),
+                                genid)
 
 
 class Journal:
@@ -153,7 +158,7 @@ class LiveSnapshots:
 
         images.check_key(self.conf.signing_key)
         self.journal.write(image_id, instance=instance.uuid,
-                           context=context.to_dict())
+                           domain=domain_name, context=context.to_dict())
         memory_image_id = None
         result = None
         try:
@@ -243,6 +248,22 @@ class LiveSnapshots:
             # overlay it created; Nova would boot from it next time.
             self.host.define(guest.xml(inactive=False))
 
+    def _overlays_left(self, entry):
+        """The overlays an interrupted capture left its source on: those
+        the journal recorded, and those the domain runs on (a crash between
+        libvirt's snapshot and the journal's update leaves them unrecorded).
+        """
+        overlays = dict(entry.get('overlays') or {})
+        if not entry.get('domain'):
+            return overlays
+        try:
+            guest = self.host.lookup(entry['domain'])
+            guest.end_job()
+        except exception.DomainNotFound:
+            return overlays
+        overlays.update(capture_mod.capture_overlays(guest))
+        return overlays
+
     def _delete_image(self, context, image_id):
         from nova import exception as nova_exception
         try:
@@ -328,8 +349,10 @@ class LiveSnapshots:
         :raises IncompatibleImage: Nova's guest config for the instance
             cannot resume the image.
         """
+        genid = str(uuidlib.uuid4()) if plan.facts.genid else None
+        xml = domainxml.with_genid(xml, genid, 'Nova guest config')
         xml_for_restore = clone_xml(xml, plan.facts.machine,
-                                    self.host.machine_aliases())
+                                    self.host.machine_aliases(), genid)
         reasons = domainxml.compare(plan.facts, domainxml.facts(
             xml_for_restore, 'Nova guest config'))
         if reasons:
@@ -403,10 +426,10 @@ class LiveSnapshots:
             image_id = entry['image_id']
             LOG.warning('Cleaning up the live snapshot %s that was in '
                         'progress when nova-compute stopped', image_id)
-            if entry.get('overlays') and entry.get('domain'):
+            overlays = self._overlays_left(entry)
+            if overlays:
                 try:
-                    self._restore_source_chain(entry['domain'],
-                                               entry['overlays'])
+                    self._restore_source_chain(entry['domain'], overlays)
                 except exception.LiveSnapshotError:
                     LOG.exception('Could not commit the capture overlay of '
                                   '%s back', entry['domain'])

@@ -8,23 +8,6 @@ import pytest
 
 from nova_live_snapshot import testbed
 
-IDENTITY = r'''
-echo "mac=$(cat /sys/class/net/eth0/address)"
-echo "hostname=$(hostname)"
-echo "machine_id=$(cat /etc/machine-id)"
-for t in ed25519 ecdsa rsa; do
-    echo "ssh_$t=$(ssh-keygen -lf /etc/ssh/ssh_host_${t}_key.pub | cut -d' ' -f2)"
-done
-echo "ipv4=$(ip -o -4 addr show dev eth0 | awk '{print $4}')"
-echo "sshd=$(ss -Hltn 'sport = :22' | wc -l)"
-'''
-
-
-def _identity(guest):
-    rc, out, err = guest.agent_exec(['/bin/sh', '-c', IDENTITY])
-    assert rc == 0, err
-    return dict(line.split('=', 1) for line in out.decode().splitlines())
-
 
 @pytest.fixture(scope='module')
 def debian_clones(bed, debian):
@@ -56,8 +39,8 @@ def test_every_step_done_on_debian(debian_clones):
 
 def test_host_keys_machine_ids_hostnames_and_macs_all_differ(debian_clones):
     source, _, clones, guests = debian_clones
-    src = _identity(source)
-    ids = [_identity(g) for g in guests]
+    src = testbed.read_identity(source)
+    ids = [testbed.read_identity(g) for g in guests]
     for key in ('mac', 'hostname', 'machine_id', 'ssh_ed25519', 'ssh_ecdsa',
                 'ssh_rsa'):
         values = [i[key] for i in ids]
@@ -70,8 +53,8 @@ def test_host_keys_machine_ids_hostnames_and_macs_all_differ(debian_clones):
 
 def test_debian_clones_lease_distinct_addresses(bed, debian_clones):
     source, _, clones, guests = debian_clones
-    src = _identity(source)['ipv4']
-    addrs = [_identity(g)['ipv4'] for g in guests]
+    src = testbed.read_identity(source)['ipv4']
+    addrs = [testbed.read_identity(g)['ipv4'] for g in guests]
     assert len(set(addrs)) == 4 and src not in addrs
     for addr in addrs:
         assert addr.startswith('10.77.')

@@ -1,7 +1,9 @@
 """Rendering a clone's XML, reading facts from untrusted XML, comparing them."""
 
 import re
+import uuid as uuidlib
 
+from lxml import etree
 import pytest
 
 from nova_live_snapshot import domainxml
@@ -118,3 +120,24 @@ def test_cookie_allow_list():
         domainxml.check_cookie('<qemu-migration/>', 'c')
     with pytest.raises(exception.UnsafeDomainXML, match='unexpected'):
         domainxml.check_cookie('<cookie><disk/></cookie>', 'c')
+
+
+def test_genid_added_replaced_or_removed():
+    xml = ('<domain type="qemu"><name>n</name><uuid>%s</uuid>'
+           '<memory>1024</memory></domain>' % uuidlib.uuid4())
+    with_one = domainxml.ensure_genid(xml)
+    genid = etree.fromstring(with_one).findtext('genid')
+    assert uuidlib.UUID(genid)
+    # The element follows <uuid>, and an existing one is kept.
+    assert [e.tag for e in etree.fromstring(with_one)][:3] == [
+        'name', 'uuid', 'genid']
+    assert domainxml.ensure_genid(with_one) == with_one
+    other = str(uuidlib.uuid4())
+    replaced = domainxml.with_genid(with_one, other)
+    assert etree.fromstring(replaced).findall('genid')[0].text == other
+    assert len(etree.fromstring(replaced).findall('genid')) == 1
+    assert etree.fromstring(
+        domainxml.with_genid(with_one, None)).find('genid') is None
+    # Not a domain (or not XML): unchanged.
+    assert domainxml.ensure_genid('<xml/>') == '<xml/>'
+    assert domainxml.ensure_genid('not xml') == 'not xml'

@@ -175,3 +175,26 @@ def test_cache_ids_must_be_uuids(tmp_path):
     with pytest.raises(exception.InvalidLiveImage, match='UUID'):
         with cache.use('../x', 'a' * 64, '1', _writer(b'', []), 'img'):
             pass
+
+
+def test_prune_drops_deleted_images_keeps_unknown_and_in_use(tmp_path):
+    """Streams of images Glance says are gone leave the cache; one whose
+    state Glance could not tell, one still there and one being read stay;
+    the lock file of a failed download goes."""
+    cache = images.MemoryCache(str(tmp_path), max_mib=10)
+    data = os.urandom(100)
+    sha = hashlib.sha256(data).hexdigest()
+    for key in (KEY1, KEY2, KEY3):
+        with cache.use(key, sha, '100', _writer(data, []), 'img'):
+            pass
+    key4 = '4c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'
+    with pytest.raises(exception.ChecksumMismatch):
+        with cache.use(key4, 'f' * 64, '100', _writer(data, []), 'img'):
+            pass
+    key5 = '5c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'
+    answers = {KEY1: False, KEY2: None, KEY3: True, key5: False}
+    with cache.use(key5, sha, '100', _writer(data, []), 'img'):
+        assert cache.prune(answers.get) == [KEY1]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [KEY2, KEY2 + '.lock', KEY3, KEY3 + '.lock', key5, key5 + '.lock'])
+    assert cache.prune(answers.get) == [key5]
