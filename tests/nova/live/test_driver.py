@@ -89,6 +89,9 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         os.makedirs(self.root, mode=0o711)
         os.chmod(self.root, 0o711)
         self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        # tmpfs: the driver creates it; the tests check it is left empty.
+        self.staging = '/dev/shm/nls-nova-%s' % uuid.uuid4().hex[:8]
+        self.addCleanup(shutil.rmtree, self.staging, ignore_errors=True)
         os.mkdir(os.path.join(self.root, 'instances'), 0o711)
         self.flags(instances_path=os.path.join(self.root, 'instances'))
         self.flags(virt_type='qemu', group='libvirt')
@@ -125,7 +128,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         opts = super().live_snapshot_options()
         opts.update(image_dir=os.path.join(self.root, 'images'),
                     memory_cache_dir=os.path.join(self.root, 'cache'),
-                    staging_dir='/dev/shm/nls-nova-%s' % uuid.uuid4().hex[:8])
+                    staging_dir=self.staging)
         return opts
 
     def _no_domains_left(self):
