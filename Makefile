@@ -84,7 +84,7 @@ cloud-test: venv guest
 	$(CLOUD) up
 	NLS_REQUIRE_CLOUD=1 NLS_RESULTS_DIR=cloud-test-results \
 	    $(PY) -m pytest -ra tests/cloud $(PYTEST_ARGS); \
-	    rc=$$?; $(CLOUD) down; exit $$rc
+	    rc=$$?; [ $$rc = 0 ] || $(CLOUD) logs; $(CLOUD) down; exit $$rc
 
 # Live tests fail (rather than skip) when libvirtd or the guest is missing.
 test: venv guest

@@ -23,6 +23,7 @@ Commands (run with the project's virtualenv python)::
     cloud.py down      stop it by PID; logs are kept
     cloud.py status    what runs, with PIDs
     cloud.py env       shell exports for the openstack CLI
+    cloud.py logs      the last error lines of every service's log
     cloud.py restart SERVICE [--kill]
                        restart one service (SIGKILL first: a crash)
 
@@ -989,6 +990,24 @@ def restart(service, kill=False):
     return 0
 
 
+def show_logs(lines=15):
+    """The last errors of every service, for a failed run's output."""
+    pattern = re.compile(r'^\S+ \S+ \d+ (ERROR|CRITICAL) |Traceback|'
+                         r'\[ERROR\]')
+    if not os.path.isdir(LOGS):
+        return 0
+    for name in sorted(os.listdir(LOGS)):
+        with open(os.path.join(LOGS, name), errors='replace') as f:
+            errors = [line.rstrip() for line in f if pattern.search(line)]
+        if errors:
+            print('==> %s: %d error lines, the last %d:' % (
+                os.path.join(LOGS, name), len(errors),
+                min(lines, len(errors))))
+            for line in errors[-lines:]:
+                print('    ' + line[:400])
+    return 0
+
+
 def env():
     print('export OS_CLIENT_CONFIG_FILE=%s' % CLOUDS_YAML)
     print('export OS_CLOUD=nls-demo')
@@ -997,7 +1016,7 @@ def env():
 
 def main(argv):
     commands = {'up': up, 'down': down, 'status': status, 'env': env,
-                'serve': serve}
+                'logs': show_logs, 'serve': serve}
     if argv[:1] == ['restart'] and len(argv) in (2, 3) and (
             len(argv) == 2 or argv[2] == '--kill'):
         command = lambda: restart(argv[1], kill=len(argv) == 3)  # noqa
