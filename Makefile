@@ -81,6 +81,7 @@ cloud-status: venv
 
 # The end-to-end scenarios on a fresh cloud, torn down whatever the outcome.
 cloud-test: venv guest
+	$(CLOUD) down
 	$(CLOUD) up
 	NLS_REQUIRE_CLOUD=1 NLS_RESULTS_DIR=cloud-test-results \
 	    $(PY) -m pytest -ra tests/cloud $(PYTEST_ARGS); \
