@@ -10,6 +10,7 @@ real: libvirtd and TCG guests booted from the busybox test guest disk.
 from tests.nova import base  # noqa: I100 (Nova's test package first)
 
 import json
+import importlib
 import os
 import shutil
 import uuid
@@ -27,7 +28,6 @@ from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
 from nova_live_snapshot.virt import images
-from nova_live_snapshot.virt import live
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
 GUEST_DISK = os.path.join(CACHE, 'guest', 'busybox-guest.qcow2')
@@ -107,6 +107,11 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         # Privileged helpers run in this (root) process, not through a
         # privsep daemon.
         self.useFixture(nova_fixtures.PrivsepFixture())
+        # Other test beds may run guests on this libvirtd at the same time:
+        # the compute service is new in its database whatever it finds.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.compute.manager.ComputeManager._sanity_check_new_host',
+            lambda manager: None))
         self.compute = self._start_compute('compute1')
         # The test's own view of libvirt, on the driver's connection (one
         # event loop per process).
@@ -254,23 +259,37 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         cleared, running on its own disk with the overlay merged and gone,
         the queued Glance image deleted, and no staging, partial image or
         journal left; the source's workload kept running throughout."""
-        source = self._boot(self.guest_image, self.flavor)
-        guest = self._guest(source)
-        before = testbed.wait_ready(guest, timeout=180)
-        crashed, release = threading.Event(), threading.Event()
-        real = live.LiveSnapshots._restore_source_chain
+        self._crash_during_capture(
+            'nova_live_snapshot.virt.live.LiveSnapshots._restore_source_chain',
+            lambda *args, **kwargs: True)
 
-        def die_once(snapshots, domain, overlays):
-            if not crashed.is_set():
+    def test_compute_restart_before_the_journal_knew_the_overlay(self):
+        """nova-compute stops after libvirt's snapshot put the source on an
+        overlay but before the capture journal recorded it: the restarted
+        service finds the overlay on the domain itself and merges it back,
+        with the same outcome as above."""
+        self._crash_during_capture(
+            'nova_live_snapshot.virt.live.Journal.write',
+            lambda journal, image_id, **entry: 'overlays' in entry)
+
+    def _crash_during_capture(self, target, crashes):
+        """Make ``target`` die (and hang until the test restarts the
+        service) the first time ``crashes(*args, **kwargs)`` is true."""
+        crashed, release = threading.Event(), threading.Event()
+        real = _resolve(target)
+
+        def die_once(*args, **kwargs):
+            if not crashed.is_set() and crashes(*args, **kwargs):
                 crashed.set()
                 release.wait(300)
                 raise RuntimeError('this nova-compute died')
-            return real(snapshots, domain, overlays)
+            return real(*args, **kwargs)
 
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_live_snapshot.virt.live.LiveSnapshots._restore_source_chain',
-            die_once))
+        self.useFixture(fixtures.MonkeyPatch(target, die_once))
         self.addCleanup(release.set)
+        source = self._boot(self.guest_image, self.flavor)
+        guest = self._guest(source)
+        before = testbed.wait_ready(guest, timeout=180)
         image_id = self.create_live_image(source['id']).body['image_id']
         self.assertTrue(crashed.wait(120), 'the capture never got that far')
         self.assertNotEqual(
@@ -327,3 +346,9 @@ class _BytesFile:
 
     def read(self):
         return self._data
+
+
+def _resolve(dotted):
+    """The attribute a dotted path names (module, class, attribute)."""
+    module, cls, attr = dotted.rsplit('.', 2)
+    return getattr(getattr(importlib.import_module(module), cls), attr)
