@@ -141,6 +141,59 @@ Related options:
 
 * Inside nova-compute a clone's ports come from Neutron instead.
 """),
+    cfg.StrOpt(
+        'restore_mode',
+        default='eager',
+        choices=[
+            ('eager', 'Each clone reads the whole memory stream into RAM of '
+                      'its own before it runs.'),
+            ('lazy', 'Experimental. Each clone maps a per-host template of '
+                     'the image copy-on-write and loads only its device '
+                     'state: spawn time independent of guest RAM, unwritten '
+                     'memory shared by all clones of the image.'),
+        ],
+        help="""
+How clones are restored on this host. ``lazy`` is experimental.
+
+In ``lazy`` mode the first clone of an image on this host builds the image's
+template in ``template_dir`` (its guest RAM as a file, and its device state);
+every clone then maps that file privately and loads the small device state.
+Lazy clones are libvirt domains with ``<qemu:commandline>`` passthrough,
+which libvirt marks as tainted (see ``doc/source/lazy.rst``).
+
+Related options:
+
+* ``template_dir``, ``lazy_fallback_to_eager``
+"""),
+    cfg.StrOpt(
+        'template_dir',
+        default='/dev/shm/nova-live-snapshot-templates',
+        help="""
+Directory on tmpfs holding the lazy-mode templates, one sub-directory per
+live image: its guest RAM as a file clones map copy-on-write, its device
+state and a record.
+
+A template holds a copy of a machine's memory: the directory is kept 0710
+(group: ``qemu_group``, which must reach the RAM files). It must be on tmpfs:
+clones fault their unwritten memory in from it. A template needs up to the
+guest's RAM size of room there; it stays while the image exists on this host
+and is removed with the image once no clone uses it.
+
+Related options:
+
+* ``restore_mode``, ``lazy_fallback_to_eager``
+"""),
+    cfg.BoolOpt(
+        'lazy_fallback_to_eager',
+        default=False,
+        help="""
+In ``lazy`` mode, restore clones eagerly when the image's template cannot be
+built (no room in ``template_dir``, not tmpfs, the build failed), with a
+warning, instead of failing the spawn.
+
+With the default, such a spawn fails with an error that says why, and
+nothing of the template or the clone is left behind.
+"""),
     cfg.IntOpt(
         'restore_timeout',
         default=120,

@@ -11,7 +11,8 @@ __all__ = [
     'ImageExists', 'ImageInUse', 'InvalidLiveImage', 'ChecksumMismatch',
     'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
-    'FlavorMismatch',
+    'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
+    'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateInUse',
 ]
 
 
@@ -102,6 +103,37 @@ class CloneNotFound(LiveSnapshotError):
 class TestGuestMissing(LiveSnapshotError):
     msg_fmt = ('The test guest is not built in %(path)s; run '
                'tools/build-test-guest.sh (make demo does it for you).')
+
+
+# Lazy clones ----------------------------------------------------------------
+
+class TemplateError(LiveSnapshotError):
+    """The lazy-mode template of an image cannot be had on this host; eager
+    restore is an alternative when the operator allowed it."""
+
+
+class TemplateNoRoom(TemplateError):
+    msg_fmt = ('The template of live image %(image)s needs %(needed_mib)d MiB '
+               'in %(path)s, which has %(free_mib)d MiB free. Free memory '
+               'there, point [live_snapshot] template_dir at a larger tmpfs, '
+               'or set [live_snapshot] lazy_fallback_to_eager = true to '
+               'restore eagerly instead.')
+
+
+class TemplateDirUnsuitable(TemplateError):
+    msg_fmt = ('[live_snapshot] template_dir %(path)s is on %(fstype)s, not '
+               'tmpfs: clones fault their memory in from the template, '
+               'which must be RAM. Point it at a tmpfs (e.g. under /dev/shm).')
+
+
+class TemplateBuildFailed(TemplateError):
+    msg_fmt = ('Building the lazy-mode template of live image %(image)s '
+               'failed: %(reason)s. Nothing of the template was left behind.')
+
+
+class TemplateInUse(LiveSnapshotError):
+    msg_fmt = ('The template of live image %(image)s is mapped by running '
+               'clones %(clones)s; it is removed once they stop.')
 
 
 # Nova integration ------------------------------------------------------------
