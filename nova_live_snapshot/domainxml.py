@@ -10,6 +10,7 @@ the embedded XML chooses a file on this host.
 """
 
 import dataclasses
+import json
 import uuid as uuidlib
 
 from lxml import etree
@@ -17,12 +18,20 @@ from lxml import etree
 from nova_live_snapshot import exception
 
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
-           'compare', 'check_cookie', 'random_mac']
+           'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
+           'lazy_ram_file', 'LAZY_RAM_ID']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
 
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
+
+QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
+
+# The id of the RAM backend a lazy domain maps its memory from. libvirt
+# always creates the machine's default backend itself as ``pc.ram``, so ours
+# needs another id (QEMU names the RAM block after it; see migstream).
+LAZY_RAM_ID = 'nls.ram'
 
 # The elements libvirt writes into a save image's cookie (qemuDomainSaveCookie
 # in libvirt's qemu_domain.c). Anything else is refused rather than passed to
@@ -88,6 +97,11 @@ class DomainSpec:
     # A libvirt network to attach to; None: QEMU's user-mode network, whose
     # traffic never leaves the QEMU process.
     network: str = None
+    # Lazy mode (doc/source/lazy.rst): guest RAM mapped from this file,
+    # shared (a template being built) or private (a clone), and QEMU left
+    # waiting for its state (-incoming defer) instead of booting.
+    ram_file: str = None
+    ram_shared: bool = False
 
     def with_identity(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -148,7 +162,51 @@ def render(spec):
     rng = _sub(devices, 'rng', model='virtio')
     _sub(rng, 'backend', '/dev/urandom', model='random')
     _sub(devices, 'memballoon', model='none')
+    if spec.ram_file:
+        dom = _with_lazy_ram(dom, spec)
     return etree.tostring(dom, encoding='unicode', pretty_print=True)
+
+
+def lazy_ram_args(spec):
+    """QEMU arguments that put the guest RAM in ``spec.ram_file`` and make
+    QEMU wait for its state: our ``memory-backend-file`` (JSON, so that no
+    path needs QemuOpts comma escaping), ``-machine memory-backend`` to use
+    it instead of libvirt's ``pc.ram`` (which QEMU then never touches), and
+    ``-incoming defer``."""
+    backend = {'qom-type': 'memory-backend-file', 'id': LAZY_RAM_ID,
+               'size': spec.memory_mib * 1024 * 1024,
+               'mem-path': spec.ram_file, 'share': spec.ram_shared}
+    return ['-object', json.dumps(backend, sort_keys=True),
+            '-machine', 'memory-backend=%s' % LAZY_RAM_ID,
+            '-incoming', 'defer']
+
+
+def _with_lazy_ram(dom, spec):
+    # The qemu namespace must be declared on the root element.
+    root = etree.Element('domain', dict(dom.attrib), nsmap={'qemu': QEMU_NS})
+    root.extend(list(dom))
+    cmdline = etree.SubElement(root, '{%s}commandline' % QEMU_NS)
+    for arg in lazy_ram_args(spec):
+        etree.SubElement(cmdline, '{%s}arg' % QEMU_NS, value=arg)
+    return root
+
+
+def lazy_ram_file(xml_text):
+    """The file a running domain's lazy RAM backend maps, from its live
+    XML; None for any other domain."""
+    root = parse(xml_text, 'domain XML')
+    args = [a.get('value') for a in root.iterfind(
+        '{%s}commandline/{%s}arg' % (QEMU_NS, QEMU_NS))]
+    for arg in args:
+        if not arg or not arg.startswith('{'):
+            continue
+        try:
+            backend = json.loads(arg)
+        except ValueError:
+            continue
+        if isinstance(backend, dict) and backend.get('id') == LAZY_RAM_ID:
+            return backend.get('mem-path')
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

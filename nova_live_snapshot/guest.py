@@ -231,6 +231,82 @@ class Guest:
         with _errors('save %s' % self._name, self):
             self.domain.saveFlags(path, None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
 
+    # QEMU monitor (lazy mode) -----------------------------------------------
+
+    def qmp(self, execute, arguments=None, files=()):
+        """Run one QMP command on the domain's monitor, passing ``files``
+        (descriptors) with it; its ``return`` value.
+
+        libvirt marks the domain tainted (custom-monitor): only used for
+        what libvirt 9.0 cannot do, loading and saving lazy-mode state.
+
+        :raises HypervisorError: libvirt or QEMU refused the command.
+        """
+        cmd = {'execute': execute}
+        if arguments is not None:
+            cmd['arguments'] = arguments
+        with _errors('QMP %s on %s' % (execute, self._name), self):
+            if files:
+                reply, _ = libvirt_qemu.qemuMonitorCommandWithFiles(
+                    self.domain, json.dumps(cmd), list(files), 0)
+            else:
+                reply = libvirt_qemu.qemuMonitorCommand(
+                    self.domain, json.dumps(cmd), 0)
+        reply = json.loads(reply)
+        if 'error' in reply:
+            raise exception.HypervisorError(
+                operation='QMP %s on %s' % (execute, self._name),
+                reason=reply['error'].get('desc', reply['error']))
+        return reply.get('return')
+
+    def _ignore_shared(self, enabled):
+        self.qmp('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'x-ignore-shared', 'state': enabled}]})
+
+    def _migration_done(self, what):
+        status = self.qmp('query-migrate')
+        state = status.get('status')
+        if state == 'failed':
+            raise exception.HypervisorError(
+                operation='%s of %s' % (what, self._name),
+                reason=status.get('error-desc', 'QEMU reports it failed'))
+        return state == 'completed'
+
+    def _wait_migration(self, what, timeout):
+        # Imported late: host imports this module.
+        from nova_live_snapshot import host
+        try:
+            host.wait_for(lambda: self._migration_done(what), timeout,
+                          interval=0.01, what='%s of %s' % (what, self._name))
+        except TimeoutError as e:
+            raise exception.HypervisorError(
+                operation='%s of %s' % (what, self._name), reason=str(e))
+
+    def load_state(self, fd, ignore_shared, timeout):
+        """Load a migration stream from descriptor ``fd`` into this domain,
+        started paused with ``-incoming defer``; it stays paused.
+
+        :param ignore_shared: the stream was saved with ``x-ignore-shared``
+            (QEMU refuses a stream whose capabilities differ from its own).
+        """
+        if ignore_shared:
+            self._ignore_shared(True)
+        self.qmp('getfd', {'fdname': 'nls-incoming'}, files=[fd])
+        self.qmp('migrate-incoming', {'uri': 'fd:nls-incoming'})
+        self._wait_migration('loading state', timeout)
+
+    def save_state(self, fd, timeout):
+        """Write this (paused) domain's device state to descriptor ``fd``,
+        without the RAM that is a shared file (``x-ignore-shared``)."""
+        self._ignore_shared(True)
+        self.qmp('getfd', {'fdname': 'nls-state'}, files=[fd])
+        self.qmp('migrate', {'uri': 'fd:nls-state'})
+        self._wait_migration('saving state', timeout)
+
+    def resume(self):
+        with _errors('resume %s' % self._name, self):
+            self.domain.resume()
+
     # Lifecycle ---------------------------------------------------------------
 
     def destroy(self):

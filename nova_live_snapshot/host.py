@@ -187,6 +187,13 @@ class Host:
         with translate_errors('list domains'):
             return {d.name() for d in self.get_connection().listAllDomains()}
 
+    def active_guests(self):
+        """The running (or paused) domains, as Guests."""
+        with translate_errors('list active domains'):
+            return [guest_mod.Guest(d) for d in
+                    self.get_connection().listAllDomains(
+                        libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+
     def create(self, xml, paused=False):
         """Start a transient domain from ``xml``."""
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
