@@ -12,6 +12,11 @@ libvirt reads the header from the FIFO, then hands the same descriptor to
 QEMU for the incoming migration; the FIFO is gone once the clone runs. Each
 clone is then defined, so ``virsh`` and the engine see a normal persistent
 domain.
+
+In lazy mode (:mod:`nova_live_snapshot.template`) only the restore differs:
+the clone maps the image's per-host template copy-on-write and loads just
+its device state; the checks before and the re-identification after are
+the same.
 """
 
 import concurrent.futures
@@ -36,7 +41,7 @@ from nova_live_snapshot import saveimage
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Clone', 'CloneManager', 'check_host', 'host_reasons', 'reidentify',
-           'restore', 'version_tuple']
+           'restore', 'version_tuple', 'prepare_domain']
 
 CLONE_RECORD = 'clone.json'
 
@@ -54,6 +59,7 @@ class Clone:
     spawn_s: float = None       # restore and re-identification
     restore_s: float = None     # restore alone: the clone runs from here
     identity: dict = None
+    restore_mode: str = 'eager'     # or 'lazy': mapped from a template
 
     @property
     def overlay(self):
@@ -100,6 +106,22 @@ def check_host(host, verified):
     if reasons:
         raise exception.IncompatibleImage(image=verified.image.name,
                                           reasons='; '.join(reasons))
+
+
+def prepare_domain(verified, spec, origin):
+    """Render the XML of a domain that resumes ``verified`` (a clone, or a
+    lazy template being built), check it against the image's domain facts
+    and create its overlay on the image's frozen disk; the XML.
+
+    :raises IncompatibleImage: naming every difference.
+    """
+    xml = domainxml.render(spec)
+    reasons = domainxml.compare(verified.domain, domainxml.facts(xml, origin))
+    if reasons:
+        raise exception.IncompatibleImage(image=verified.image.name,
+                                          reasons='; '.join(reasons))
+    qemuimg.create_overlay(verified.image.disk_path, spec.disk_path)
+    return xml
 
 
 def _pipe_max_size():
@@ -243,8 +265,16 @@ class CloneManager:
     """The clones of this host, one directory each under ``clone_dir``."""
 
     def __init__(self, host, clone_dir, restore_timeout=120,
-                 require_agent=True, agent_timeout=30, network=None):
+                 require_agent=True, agent_timeout=30, network=None,
+                 templates=None, lazy_fallback=False):
+        """:param templates: a :class:`nova_live_snapshot.template.TemplateStore`
+            to restore clones lazily from; None restores them eagerly.
+        :param lazy_fallback: restore eagerly when an image's template
+            cannot be had (``[live_snapshot] lazy_fallback_to_eager``).
+        """
         self.host = host
+        self.templates = templates
+        self.lazy_fallback = lazy_fallback
         self.network = network
         self.root = clone_dir
         self.restore_timeout = restore_timeout
@@ -303,6 +333,7 @@ class CloneManager:
         """
         check_host(self.host, verified)
         image = verified.image
+        template = self._template(verified)
         prefix = prefix or '%s-clone' % image.name
         names = []
         for _ in range(count):
@@ -312,7 +343,7 @@ class CloneManager:
         clones, errors = [], []
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
             futures = [pool.submit(self._spawn_one, verified, name,
-                                   exact_copy)
+                                   exact_copy, template)
                        for name in names]
             for future in futures:
                 try:
@@ -324,6 +355,20 @@ class CloneManager:
                 self.destroy(clone.name)
             raise errors[0]
         return clones
+
+    def _template(self, verified):
+        """The image's template in lazy mode (built once per host), None
+        in eager mode or when falling back to it is allowed."""
+        if self.templates is None:
+            return None
+        try:
+            return self.templates.acquire(verified)
+        except exception.TemplateError as e:
+            if not self.lazy_fallback:
+                raise
+            LOG.warning('%s Restoring eagerly instead '
+                        '([live_snapshot] lazy_fallback_to_eager).', e)
+            return None
 
     def _spec(self, verified, name, exact_copy):
         image = verified.image
@@ -352,24 +397,23 @@ class CloneManager:
                           require_agent=self.require_agent,
                           agent_timeout=self.agent_timeout)
 
-    def _spawn_one(self, verified, name, exact_copy=False):
+    def _spawn_one(self, verified, name, exact_copy=False, template=None):
         image = verified.image
         started = time.monotonic()
         spec = self._spec(verified, name, exact_copy)
         path = os.path.dirname(spec.disk_path)
         guest = None
         try:
-            xml = domainxml.render(spec)
-            reasons = domainxml.compare(verified.domain,
-                                        domainxml.facts(xml, 'clone XML'))
-            if reasons:
-                raise exception.IncompatibleImage(image=image.name,
-                                                  reasons='; '.join(reasons))
-            qemuimg.create_overlay(image.disk_path, spec.disk_path)
-            restore(self.host, image.name, verified.save, xml,
-                    image.memory_path, fifo_dir=path,
-                    timeout=self.restore_timeout)
-            guest = self.host.lookup(name)
+            xml = prepare_domain(verified, spec, 'clone XML')
+            if template is None:
+                restore(self.host, image.name, verified.save, xml,
+                        image.memory_path, fifo_dir=path,
+                        timeout=self.restore_timeout)
+                guest = self.host.lookup(name)
+            else:
+                guest = self.templates.restore(template, domainxml.render(
+                    spec.with_identity(ram_file=template.memory_path)))
+                guest.resume()
             # The persistent definition of a clone has the link up: its next
             # start is a boot, not a resume. An exact copy stays off the
             # network: it would answer with its source's addresses.
@@ -382,7 +426,8 @@ class CloneManager:
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
                           genid=guest.genid(), image=image.name, path=path,
                           spawn_s=round(time.monotonic() - started, 3),
-                          restore_s=restore_s, identity=report)
+                          restore_s=restore_s, identity=report,
+                          restore_mode='eager' if template is None else 'lazy')
             record = self._record_path(name)
             with open(record + '.tmp', 'w') as f:
                 json.dump(clone.to_dict(), f)

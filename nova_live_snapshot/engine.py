@@ -10,6 +10,7 @@ from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import template as template_mod
 
 __all__ = ['Engine']
 
@@ -22,11 +23,17 @@ class Engine:
         self.conf = conf
         self.host = host or host_mod.Host(conf.connection_uri)
         self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
+        self.templates = template_mod.TemplateStore(
+            conf.template_dir, self.host, self.images,
+            timeout=conf.restore_timeout)
         self.clones = clone_mod.CloneManager(
             self.host, conf.clone_dir, conf.restore_timeout,
             require_agent=conf.require_guest_agent,
-            agent_timeout=conf.agent_timeout, network=conf.clone_network)
+            agent_timeout=conf.agent_timeout, network=conf.clone_network,
+            templates=self.templates if conf.restore_mode == 'lazy' else None,
+            lazy_fallback=conf.lazy_fallback_to_eager)
         self.images.remove_stale_partials()
+        self.collect_templates()
 
     def capture(self, domain, name):
         """Capture running ``domain`` into live image ``name``.
@@ -52,7 +59,10 @@ class Engine:
                                  exact_copy=exact_copy)
 
     def destroy(self, clone_name):
+        """Destroy a clone; the template it mapped goes too if its image is
+        gone and no other clone maps it."""
         self.clones.destroy(clone_name)
+        self.collect_templates()
 
     def delete_image(self, name, destroy_clones=False):
         """Delete image ``name``.
@@ -68,3 +78,17 @@ class Engine:
         for clone in users:
             self.clones.destroy(clone.name)
         self.images.delete(name)
+        self.collect_templates()
+
+    def collect_templates(self):
+        """Remove the lazy-mode templates whose image this host no longer
+        has and that no running domain maps (and dead partial builds).
+
+        :returns: the names of the images whose template was removed.
+        """
+        return self.templates.collect({i.id for i in self.images.list()})
+
+    def list_templates(self):
+        """This host's templates: image, guest RAM, memory held on tmpfs,
+        the clones that map each."""
+        return [self.templates.describe(t) for t in self.templates.list()]

@@ -1,0 +1,480 @@
+"""Per-host templates for lazy clones (``[live_snapshot] restore_mode = lazy``).
+
+A template is a live image restored once on this host, kept as two files on
+tmpfs: the guest RAM (``memory.ram``), and the device state QEMU saved
+without that RAM (``state.mig``, under a megabyte). A lazy clone maps the RAM
+file privately (copy-on-write) and loads only the device state, so its spawn
+does not depend on its RAM size and the memory it never writes is shared by
+every clone of the image. See ``doc/source/lazy.rst``.
+
+Building one (:meth:`TemplateStore.acquire`, once per image and host, after
+the image's checksums were verified):
+
+#. a paused domain whose RAM is a shared file in a ``.partial-*`` directory
+   of ``template_dir`` (``memory-backend-file``, ``share=on``) waits for its
+   state (``-incoming defer``);
+#. the image's QEMU stream is fed to it through a pipe, with its RAM block
+   renamed for our backend (:mod:`migstream`): QEMU writes the guest's
+   memory into the file;
+#. it saves its device state with ``x-ignore-shared``, which leaves the
+   shared RAM out, and is destroyed, never having run;
+#. all-zero pages are punched out of the file (tmpfs then holds only the
+   memory the guest had used), the files are hashed and the directory is
+   renamed into place.
+
+A build that fails leaves nothing: the domain is destroyed and the partial
+directory removed; one whose process died is removed by
+:meth:`TemplateStore.collect`. A template is never written after it is
+published: QEMU 7.2 maps a read-only file read-only, so clones open it
+read-write, but map it privately, and only the engine touches the
+directory.
+
+Reference counting is derived from the host, not kept in memory: a
+template's users are the running domains whose live XML maps its RAM file
+(:meth:`TemplateStore.users`). :meth:`TemplateStore.collect` removes the
+templates whose image is gone and that nothing maps.
+"""
+
+import contextlib
+import ctypes
+import dataclasses
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid as uuidlib
+
+from nova_live_snapshot import clone
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import migstream
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['Template', 'TemplateStore', 'RAM', 'STATE', 'RECORD']
+
+RAM = 'memory.ram'
+STATE = 'state.mig'
+RECORD = 'template.json'
+PARTIAL_PREFIX = '.partial-'
+LOCK = '.lock'
+# Room a template needs beyond the guest's RAM: its device state (under a
+# megabyte for the test guests) and the build's own small files.
+STATE_HEADROOM_MIB = 16
+_PAGE = migstream.PAGE_SIZE
+_ZERO_PAGE = bytes(_PAGE)
+_CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(_CHUNK)
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A published template: its directory and its record."""
+
+    path: str
+    record: dict
+
+    @property
+    def memory_path(self):
+        return os.path.join(self.path, RAM)
+
+    @property
+    def state_path(self):
+        return os.path.join(self.path, STATE)
+
+    @property
+    def image(self):
+        return self.record['image']
+
+    @property
+    def image_id(self):
+        return self.record['image_id']
+
+    def tmpfs_bytes(self):
+        """Memory the template holds on tmpfs now (allocated blocks of its
+        files, not their apparent size)."""
+        total = 0
+        for entry in os.scandir(self.path):
+            total += entry.stat(follow_symlinks=False).st_blocks * 512
+        return total
+
+
+def _fstype(path):
+    """The type of the filesystem ``path`` is on, from mountinfo (the
+    longest mount point that contains it)."""
+    path = os.path.realpath(path)
+    best, fstype = '', None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            mount = fields[4].replace('\\040', ' ')
+            sep = fields.index('-')
+            inside = path == mount or path.startswith(mount.rstrip('/') + '/')
+            if inside and len(mount) >= len(best):
+                best, fstype = mount, fields[sep + 1]
+    return fstype
+
+
+_libc = None
+
+
+def _punch_hole(fd, offset, length):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int,
+                                    ctypes.c_long, ctypes.c_long]
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                       offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, 'punching a hole: %s' % os.strerror(err))
+
+
+def _zero_runs(chunk):
+    """(start, length) of the runs of all-zero pages in ``chunk``."""
+    if chunk == _ZERO_CHUNK:
+        yield 0, len(chunk)
+        return
+    view, run = memoryview(chunk), None
+    for start in range(0, len(chunk), _PAGE):
+        if view[start:start + _PAGE] == _ZERO_PAGE:
+            run = start if run is None else run
+        elif run is not None:
+            yield run, start - run
+            run = None
+    if run is not None:
+        yield run, len(chunk) - run
+
+
+def sparsify_and_hash(path):
+    """Punch the all-zero pages out of ``path`` (tmpfs keeps only the pages
+    that hold data) and return its SHA-256, in one read.
+
+    QEMU faults in every page of a shared mapping it checks for zeros while
+    loading, so without this a template costs its whole RAM size.
+    """
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        offset = 0
+        while True:
+            chunk = os.pread(fd, _CHUNK, offset)
+            if not chunk:
+                break
+            digest.update(chunk)
+            for start, length in _zero_runs(chunk):
+                _punch_hole(fd, offset + start, length)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+class _StreamFeeder(threading.Thread):
+    """Writes an image's QEMU stream, its RAM block renamed, into a pipe."""
+
+    def __init__(self, fd, image, save):
+        super().__init__(name='template-feed-%s' % image.name, daemon=True)
+        self.fd = fd
+        self.image = image
+        self.save = save
+        self.error = None
+
+    def _write(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def run(self):
+        try:
+            with open(self.image.memory_path, 'rb') as src:
+                src.seek(self.save.stream_offset)
+                migstream.rename_ram_block(
+                    src, self.save.stream_size, self._write,
+                    domainxml.LAZY_RAM_ID, origin=self.image.name)
+        except (OSError, exception.LiveSnapshotError) as e:
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+
+class TemplateStore:
+    """The templates of this host, one directory each under ``root``."""
+
+    def __init__(self, root, host, images, timeout=120):
+        """:param images: the host's
+            :class:`nova_live_snapshot.liveimage.ImageStore` (for the QEMU
+            group that must reach the RAM files).
+        """
+        self.root = root
+        self.host = host
+        self.images = images
+        self.timeout = timeout
+
+    # Directory ---------------------------------------------------------------
+
+    def _prepare_root(self):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        fstype = _fstype(self.root)
+        if fstype != 'tmpfs':
+            raise exception.TemplateDirUnsuitable(path=self.root,
+                                                  fstype=fstype)
+        # QEMU only traverses to the RAM file whose path it is given.
+        self.images.share_with_qemu(self.root, 0o710)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """One builder or collector at a time on this host (across
+        processes: the lock is a file lock)."""
+        fd = os.open(os.path.join(self.root, LOCK), os.O_RDWR | os.O_CREAT,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _path(self, image_id):
+        return os.path.join(self.root, image_id)
+
+    def get(self, image_id):
+        """The published template of image ``image_id``, or None."""
+        try:
+            with open(os.path.join(self._path(image_id), RECORD)) as f:
+                record = json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return Template(path=self._path(image_id), record=record)
+
+    def list(self):
+        if not os.path.isdir(self.root):
+            return []
+        found = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry.startswith('.'):
+                continue
+            try:
+                template = self.get(entry)
+            except (OSError, ValueError):
+                continue
+            if template is not None:
+                found.append(template)
+        return found
+
+    def users(self, template):
+        """Names of the running domains that map ``template``'s RAM."""
+        names = []
+        for guest in self.host.active_guests():
+            try:
+                path = domainxml.lazy_ram_file(guest.xml())
+            except (exception.DomainNotFound, exception.UnsafeDomainXML):
+                continue
+            if path == template.memory_path:
+                names.append(guest.name)
+        return sorted(names)
+
+    def describe(self, template):
+        """What an operator asks of a template: its image, guest RAM,
+        memory held on tmpfs, and the clones mapping it."""
+        return {'image': template.image, 'image_id': template.image_id,
+                'path': template.path,
+                'memory_mib': template.record['memory_mib'],
+                'tmpfs_bytes': template.tmpfs_bytes(),
+                'built_at': template.record['built_at'],
+                'clones': self.users(template)}
+
+    # Building ----------------------------------------------------------------
+
+    def acquire(self, verified):
+        """The template of a verified image, built now if this host has none.
+
+        :raises TemplateNoRoom:, TemplateDirUnsuitable:, TemplateBuildFailed:
+        """
+        image = verified.image
+        existing = self.get(image.id)
+        if existing is not None:
+            return existing
+        self._prepare_root()
+        with self._locked():
+            existing = self.get(image.id)      # built while we waited
+            if existing is not None:
+                return existing
+            return self._build(verified)
+
+    def _check_room(self, image):
+        st = os.statvfs(self.root)
+        free_mib = st.f_bavail * st.f_frsize // (1024 * 1024)
+        needed_mib = image.memory_mib + STATE_HEADROOM_MIB
+        if free_mib < needed_mib:
+            raise exception.TemplateNoRoom(image=image.name, path=self.root,
+                                           free_mib=free_mib,
+                                           needed_mib=needed_mib)
+
+    def _build(self, verified):
+        image = verified.image
+        self._check_room(image)
+        started = time.monotonic()
+        partial = os.path.join(self.root, '%s%s-%s' % (
+            PARTIAL_PREFIX, image.id, uuidlib.uuid4().hex[:8]))
+        os.mkdir(partial, 0o700)
+        guest = None
+        try:
+            with open(os.path.join(partial, 'builder.pid'), 'w') as f:
+                f.write(str(os.getpid()))
+            self.images.share_with_qemu(partial, 0o710)
+            guest = self._load(verified, partial)
+            state = os.open(os.path.join(partial, STATE),
+                            os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                guest.save_state(state, self.timeout)
+            finally:
+                os.close(state)
+            guest.remove()
+            guest = None
+            return self._publish(verified, partial, started)
+        except (exception.LiveSnapshotError, OSError) as e:
+            self._abandon(guest, partial)
+            if isinstance(e, exception.TemplateError):
+                raise
+            raise exception.TemplateBuildFailed(image=image.name,
+                                                reason=str(e)) from e
+        except BaseException:
+            self._abandon(guest, partial)
+            raise
+
+    def _load(self, verified, partial):
+        """A paused domain with the image's state loaded into a shared RAM
+        file in ``partial``; it never runs."""
+        image = verified.image
+        ram = os.path.join(partial, RAM)
+        os.close(os.open(ram, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.images.share_with_qemu(ram, 0o660)
+        spec = domainxml.DomainSpec(
+            name='nls-template-%s-%s' % (image.id[:8],
+                                         uuidlib.uuid4().hex[:6]),
+            disk_path=os.path.join(partial, 'disk.qcow2'),
+            console_log=os.path.join(partial, 'console.log'),
+            memory_mib=image.memory_mib, vcpus=image.vcpus,
+            machine=image.machine,
+            # The image's own generation ID: QEMU writes it into guest RAM
+            # when the state is loaded, so the template's RAM keeps the
+            # image's; each clone's own is written into its private copy.
+            genid=verified.domain.genid or str(uuidlib.uuid4()),
+            network=None, link_up=False, ram_file=ram, ram_shared=True)
+        xml = clone.prepare_domain(verified, spec, 'template XML')
+        guest = self.host.create(xml, paused=True)
+        try:
+            read_end, write_end = os.pipe()
+            feeder = _StreamFeeder(write_end, image, verified.save)
+            feeder.start()
+            try:
+                guest.load_state(read_end, ignore_shared=False,
+                                 timeout=self.timeout)
+            finally:
+                os.close(read_end)
+                feeder.join(self.timeout)
+            if feeder.error is not None and not (
+                    isinstance(feeder.error, OSError)
+                    and feeder.error.errno == errno.EPIPE):
+                raise feeder.error
+        except BaseException:
+            guest.remove()
+            raise
+        return guest
+
+    def _publish(self, verified, partial, started):
+        image = verified.image
+        for leftover in ('disk.qcow2', 'console.log', 'builder.pid'):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(partial, leftover))
+        record = {
+            'image': image.name, 'image_id': image.id,
+            'memory_mib': image.memory_mib, 'vcpus': image.vcpus,
+            'machine': image.machine, 'ram_block': domainxml.LAZY_RAM_ID,
+            'memory_sha256': sparsify_and_hash(os.path.join(partial, RAM)),
+            'state_bytes': os.path.getsize(os.path.join(partial, STATE)),
+            'built_at': datetime.datetime.now(datetime.timezone.utc)
+            .isoformat(timespec='milliseconds'),
+            'build_s': round(time.monotonic() - started, 3),
+        }
+        with os.fdopen(os.open(os.path.join(partial, RECORD),
+                               os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       'w') as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+        final = self._path(image.id)
+        os.rename(partial, final)
+        LOG.info('Built the template of %s in %.2f s (%d MiB on tmpfs)',
+                 image.name, record['build_s'],
+                 Template(final, record).tmpfs_bytes() >> 20)
+        return Template(path=final, record=record)
+
+    def _abandon(self, guest, partial):
+        if guest is not None:
+            guest.remove()
+        shutil.rmtree(partial, ignore_errors=True)
+
+    # Clones ------------------------------------------------------------------
+
+    def restore(self, template, xml):
+        """Start a domain from ``xml`` (rendered with ``ram_file`` =
+        ``template.memory_path``, private) and load the template's device
+        state into it; the domain is left paused.
+
+        :raises HypervisorError: the caller removes the domain.
+        """
+        guest = self.host.create(xml, paused=True)
+        state = os.open(template.state_path, os.O_RDONLY)
+        try:
+            guest.load_state(state, ignore_shared=True, timeout=self.timeout)
+        finally:
+            os.close(state)
+        return guest
+
+    def verify(self, template):
+        """True when the RAM file still has the checksum it was built with."""
+        digest = hashlib.sha256()
+        with open(template.memory_path, 'rb') as f:
+            for block in iter(lambda: f.read(_CHUNK), b''):
+                digest.update(block)
+        return digest.hexdigest() == template.record['memory_sha256']
+
+    # Removal -----------------------------------------------------------------
+
+    def collect(self, image_ids):
+        """Remove the templates of images not in ``image_ids`` (the images
+        this host still has) that no running domain maps, and the partial
+        builds whose builder is gone.
+
+        :returns: the image names whose template was removed.
+        """
+        if not os.path.isdir(self.root):
+            return []
+        removed = []
+        with self._locked():
+            for entry in os.listdir(self.root):
+                if entry.startswith(PARTIAL_PREFIX):
+                    self._collect_partial(os.path.join(self.root, entry))
+            for template in self.list():
+                if template.image_id in image_ids or self.users(template):
+                    continue
+                shutil.rmtree(template.path, ignore_errors=True)
+                removed.append(template.image)
+        return removed
+
+    @staticmethod
+    def _collect_partial(path):
+        try:
+            with open(os.path.join(path, 'builder.pid')) as f:
+                os.kill(int(f.read().strip()), 0)
+            return                          # its builder still runs
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pass
+        shutil.rmtree(path, ignore_errors=True)
