@@ -25,7 +25,7 @@ class Engine:
         self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
         self.templates = template_mod.TemplateStore(
             conf.template_dir, self.host, self.images,
-            timeout=conf.restore_timeout)
+            timeout=conf.restore_timeout, network=conf.clone_network)
         self.clones = clone_mod.CloneManager(
             self.host, conf.clone_dir, conf.restore_timeout,
             require_agent=conf.require_guest_agent,

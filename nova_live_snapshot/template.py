@@ -63,7 +63,6 @@ RAM = 'memory.ram'
 STATE = 'state.mig'
 RECORD = 'template.json'
 PARTIAL_PREFIX = '.partial-'
-LOCK = '.lock'
 # Room a template needs beyond the guest's RAM: its device state (under a
 # megabyte for the test guests) and the build's own small files.
 STATE_HEADROOM_MIB = 16
@@ -209,15 +208,21 @@ class _StreamFeeder(threading.Thread):
 class TemplateStore:
     """The templates of this host, one directory each under ``root``."""
 
-    def __init__(self, root, host, images, timeout=120):
+    def __init__(self, root, host, images, timeout=120, network=None):
         """:param images: the host's
             :class:`nova_live_snapshot.liveimage.ImageStore` (for the QEMU
             group that must reach the RAM files).
+        :param network: the libvirt network clones attach to (None: QEMU's
+            user-mode network). The template's NIC must have the same kind
+            of backend as its clones': virtio-net saves whether its backend
+            offers vnet headers (a tap does, user-mode does not) and QEMU
+            refuses the state on a backend that differs.
         """
         self.root = root
         self.host = host
         self.images = images
         self.timeout = timeout
+        self.network = network
 
     # Directory ---------------------------------------------------------------
 
@@ -232,10 +237,10 @@ class TemplateStore:
 
     @contextlib.contextmanager
     def _locked(self):
-        """One builder or collector at a time on this host (across
-        processes: the lock is a file lock)."""
-        fd = os.open(os.path.join(self.root, LOCK), os.O_RDWR | os.O_CREAT,
-                     0o600)
+        """One builder or collector at a time on this host, across
+        processes: a lock on the directory itself, so that no lock file is
+        left in tmpfs."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -368,7 +373,9 @@ class TemplateStore:
             # when the state is loaded, so the template's RAM keeps the
             # image's; each clone's own is written into its private copy.
             genid=verified.domain.genid or str(uuidlib.uuid4()),
-            network=None, link_up=False, ram_file=ram, ram_shared=True)
+            # Never started, so never on the network; link down anyway.
+            network=self.network, link_up=False, ram_file=ram,
+            ram_shared=True)
         xml = clone.prepare_domain(verified, spec, 'template XML')
         guest = self.host.create(xml, paused=True)
         try:
@@ -399,6 +406,7 @@ class TemplateStore:
             'image': image.name, 'image_id': image.id,
             'memory_mib': image.memory_mib, 'vcpus': image.vcpus,
             'machine': image.machine, 'ram_block': domainxml.LAZY_RAM_ID,
+            'network': self.network,
             'memory_sha256': sparsify_and_hash(os.path.join(partial, RAM)),
             'state_bytes': os.path.getsize(os.path.join(partial, STATE)),
             'built_at': datetime.datetime.now(datetime.timezone.utc)
@@ -459,9 +467,11 @@ class TemplateStore:
             return []
         removed = []
         with self._locked():
-            for entry in os.listdir(self.root):
-                if entry.startswith(PARTIAL_PREFIX):
-                    self._collect_partial(os.path.join(self.root, entry))
+            partials = [os.path.join(self.root, e) + '/'
+                        for e in os.listdir(self.root)
+                        if e.startswith(PARTIAL_PREFIX)]
+            if partials:
+                self._collect_partials(partials)
             for template in self.list():
                 if template.image_id in image_ids or self.users(template):
                     continue
@@ -469,12 +479,27 @@ class TemplateStore:
                 removed.append(template.image)
         return removed
 
-    @staticmethod
-    def _collect_partial(path):
-        try:
-            with open(os.path.join(path, 'builder.pid')) as f:
-                os.kill(int(f.read().strip()), 0)
-            return                          # its builder still runs
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            pass
-        shutil.rmtree(path, ignore_errors=True)
+    def _collect_partials(self, paths):
+        """Remove the partial builds whose builder process is gone, and the
+        template domain such a builder left running."""
+        dead = [p for p in paths if not _builder_alive(p)]
+        for guest in self.host.active_guests():
+            try:
+                ram = domainxml.lazy_ram_file(guest.xml())
+            except (exception.DomainNotFound, exception.UnsafeDomainXML):
+                continue
+            if ram and any(ram.startswith(p) for p in dead):
+                LOG.warning('Removing %s, left by a template build that '
+                            'died', guest.name)
+                guest.remove()
+        for path in dead:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _builder_alive(partial):
+    try:
+        with open(os.path.join(partial, 'builder.pid')) as f:
+            os.kill(int(f.read().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
