@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from nova_live_snapshot import conf as conf_mod
+from nova_live_snapshot import domainxml
 from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
@@ -53,6 +54,7 @@ class Bed:
         os.makedirs(self.root, mode=0o711)
         os.chmod(self.root, 0o711)
         self.staging = '/dev/shm/nls-live-%s' % tag
+        self.templates = '/dev/shm/nls-live-%s-templates' % tag
         self.conf = self.make_conf()
         self.engine = engine_mod.Engine(self.conf)
         self.host = self.engine.host
@@ -66,6 +68,7 @@ class Bed:
         values = {'image_dir': os.path.join(self.root, 'images'),
                   'clone_dir': os.path.join(self.root, 'clones'),
                   'staging_dir': self.staging,
+                  'template_dir': self.templates,
                   'test_guest_dir': os.path.join(CACHE, 'guest'),
                   'clone_network': NETWORK}
         values.update(overrides)
@@ -124,6 +127,7 @@ class Bed:
         found = glob.glob(os.path.join(self.root, '**', '*.fifo'),
                           recursive=True)
         found += glob.glob(os.path.join(self.root, 'images', '.partial-*'))
+        found += glob.glob(os.path.join(self.templates, '.partial-*'))
         if os.path.isdir(self.staging):
             found += [os.path.join(self.staging, e)
                       for e in os.listdir(self.staging)]
@@ -137,10 +141,19 @@ class Bed:
                     self.host.lookup(name).remove()
                 except exception.DomainNotFound:
                     pass
+        # Template builds a failed test interrupted: their RAM is ours.
+        for guest in self.host.active_guests():
+            try:
+                ram = domainxml.lazy_ram_file(guest.xml()) or ''
+            except exception.LiveSnapshotError:
+                continue
+            if ram.startswith((self.templates, self.root + '/')):
+                guest.remove()
         for path in reversed(self.mounts):
             subprocess.run(['umount', path], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.templates, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

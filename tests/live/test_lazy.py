@@ -1,0 +1,242 @@
+"""Lazy clones (``restore_mode = lazy``): a per-host template mapped
+copy-on-write, on a real libvirtd with real guests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import template as template_mod
+from nova_live_snapshot import testbed
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _sh(guest, script):
+    rc, out, err = guest.agent_exec(['/bin/sh', '-c', script])
+    assert rc == 0, err
+    return out.decode().strip()
+
+
+@pytest.fixture(scope='module')
+def lazy(bed):
+    """An engine of the session's bed in lazy mode."""
+    return bed.engine_with(restore_mode='lazy')
+
+
+def _template_of(engine, image):
+    template = engine.templates.get(engine.images.get(image).id)
+    assert template is not None
+    return template
+
+
+def test_lazy_clones_resume_the_captured_state_and_are_reidentified(
+        bed, source, golden, lazy):
+    """Two lazy clones carry the source's in-memory token and a counter
+    from the capture point on; each is re-identified exactly as an eager
+    clone (every step reported, a new MAC inside the guest, its own
+    hostname and DHCP lease); libvirt sees ordinary persistent domains whose
+    next start is a boot, and the template lists them as its users."""
+    result, before, _ = golden
+    clones = bed.spawn(result.image.name, count=2, engine=lazy)
+    try:
+        guests = [bed.host.lookup(c.name) for c in clones]
+        template = _template_of(lazy, result.image.name)
+        for clone, guest in zip(clones, guests):
+            assert clone.restore_mode == 'lazy'
+            state = testbed.read_workload(guest)
+            assert state.token == before.token
+            assert state.counter >= before.counter
+            report = clone.identity
+            assert report['agent'] and report['reset'], report
+            steps = {s['step']: s['status'] for s in report['steps']}
+            for step in ('mac', 'entropy', 'hostname', 'clock', 'network',
+                         'hooks'):
+                assert steps[step] == 'done', (step, report)
+            assert guest.is_persistent() and guest.is_running()
+            assert domainxml.lazy_ram_file(guest.xml()) == \
+                template.memory_path
+            # The definition boots next time: no passthrough in it.
+            assert 'qemu:commandline' not in guest.xml(inactive=True)
+
+        macs = [_sh(g, 'cat /sys/class/net/eth0/address') for g in guests]
+        assert macs == [c.mac for c in clones]
+        assert _sh(source, 'cat /sys/class/net/eth0/address') not in macs
+        names = [_sh(g, 'hostname') for g in guests]
+        assert len(set(names)) == 2 and _sh(source, 'hostname') not in names
+        addrs = [c.identity['facts']['ipv4'] for c in clones]
+        assert len(set(addrs)) == 2 and None not in addrs
+        for addr in addrs:
+            assert bed.ping(addr.split('/')[0])
+
+        listed = {t['image']: t for t in lazy.list_templates()}
+        entry = listed[result.image.name]
+        assert entry['clones'] == sorted(c.name for c in clones)
+        assert entry['memory_mib'] == result.image.memory_mib
+        assert 0 < entry['tmpfs_bytes'] <= (
+            result.image.memory_mib + 1) * 1024 * 1024
+    finally:
+        bed.destroy_all(clones, engine=lazy)
+
+
+def test_a_write_in_one_lazy_clone_is_private(bed, source, golden, lazy):
+    """Clone A writes 16 MiB of random data and a marker into guest RAM (a
+    tmpfs inside the guest); clone B, the source and a clone spawned
+    afterwards from the same template see none of it, and the template's
+    RAM file has the checksum it was built with."""
+    result, before, _ = golden
+    first = bed.spawn(result.image.name, count=2, engine=lazy)
+    later = []
+    try:
+        a, b = (bed.host.lookup(c.name) for c in first)
+        secret = 'written-by-%s' % first[0].name
+        _sh(a, 'dd if=/dev/urandom of=/run/blob bs=1M count=16 2>/dev/null; '
+               'echo %s > /run/marker' % secret)
+        assert _sh(a, 'cat /run/marker') == secret
+        later = bed.spawn(result.image.name, engine=lazy)
+        c = bed.host.lookup(later[0].name)
+        for guest in (b, c, source):
+            assert _sh(guest, 'cat /run/marker 2>/dev/null || true') == ''
+            assert testbed.read_workload(guest).token == before.token
+        template = _template_of(lazy, result.image.name)
+        assert lazy.templates.verify(template)
+        assert sorted(lazy.templates.users(template)) == sorted(
+            x.name for x in first + later)
+    finally:
+        bed.destroy_all(first + later, engine=lazy)
+
+
+def test_deleting_the_clones_and_the_image_removes_the_template(
+        bed, source, lazy):
+    """A template outlives its clones while its image exists (the next
+    clone needs no build), is kept while a clone maps it, and goes with the
+    image once no clone maps it."""
+    image = lazy.capture(source.name, bed.name('lazydoomed')).image
+    clones = bed.spawn(image.name, count=2, engine=lazy)
+    template = _template_of(lazy, image.name)
+    assert os.path.isdir(template.path)
+    lazy.destroy(clones[0].name)
+    assert lazy.templates.users(template) == [clones[1].name]
+    with pytest.raises(exception.ImageInUse):
+        lazy.delete_image(image.name)
+    lazy.destroy(clones[1].name)
+    assert os.path.isdir(template.path)          # the image is still here
+    assert lazy.templates.users(template) == []
+    lazy.delete_image(image.name)
+    assert not os.path.exists(template.path)
+    assert image.name not in [t['image'] for t in lazy.list_templates()]
+
+
+def test_no_room_in_tmpfs_is_a_clear_error_unless_eager_is_allowed(
+        bed, golden):
+    """With a tmpfs too small for the template the spawn fails naming the
+    directory, what it has and what the template needs, and leaves no file
+    there and no clone; with lazy_fallback_to_eager the clone is restored
+    eagerly instead."""
+    result, before, _ = golden
+    tiny = bed.tmpfs('tiny-templates', '8m')
+    strict = bed.engine_with(restore_mode='lazy', template_dir=tiny)
+    clones_before = {c.name for c in bed.engine.clones.list()}
+    with pytest.raises(exception.TemplateNoRoom) as err:
+        bed.spawn(result.image.name, engine=strict)
+    message = str(err.value)
+    assert tiny in message and 'needs %d MiB' % (
+        result.image.memory_mib + template_mod.STATE_HEADROOM_MIB) in message
+    assert 'lazy_fallback_to_eager' in message
+    assert os.listdir(tiny) == []
+    assert {c.name for c in bed.engine.clones.list()} == clones_before
+
+    relaxed = bed.engine_with(restore_mode='lazy', template_dir=tiny,
+                              lazy_fallback_to_eager=True)
+    clones = bed.spawn(result.image.name, engine=relaxed)
+    try:
+        assert clones[0].restore_mode == 'eager'
+        guest = bed.host.lookup(clones[0].name)
+        assert testbed.read_workload(guest).token == before.token
+        assert os.listdir(tiny) == []
+    finally:
+        bed.destroy_all(clones, engine=relaxed)
+
+
+def _template_domain(host, image_id, timeout=60):
+    """The domain building ``image_id``'s template, once its QEMU runs."""
+    prefix = 'nls-template-%s-' % image_id[:8]
+
+    def running():
+        for name in host.domain_names():
+            if name.startswith(prefix) and os.path.exists(
+                    '/run/libvirt/qemu/%s.pid' % name):
+                return name
+        return None
+    return host_mod.wait_for(running, timeout, interval=0.01,
+                             what='a template build of %s' % image_id)
+
+
+def test_qemu_killed_mid_build_leaves_nothing(bed, golden):
+    """QEMU killed while it builds a template: the spawn fails with a
+    clear error, and no template file, partial directory, template domain
+    or clone remains."""
+    result, _, _ = golden
+    tmpdir = os.path.join(bed.templates, 'killed-qemu')
+    eng = bed.engine_with(restore_mode='lazy', template_dir=tmpdir)
+    outcome = {}
+
+    def spawn():
+        try:
+            outcome['clones'] = bed.spawn(result.image.name, engine=eng)
+        except exception.LiveSnapshotError as e:
+            outcome['error'] = e
+
+    worker = threading.Thread(target=spawn)
+    worker.start()
+    name = _template_domain(bed.host, result.image.id)
+    with open('/run/libvirt/qemu/%s.pid' % name) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    worker.join(120)
+    assert not worker.is_alive()
+    assert 'clones' not in outcome, 'the build finished before the kill'
+    assert isinstance(outcome['error'], exception.TemplateBuildFailed), \
+        outcome['error']
+    assert 'Nothing of the template was left behind' in str(outcome['error'])
+    assert os.listdir(tmpdir) == []
+    assert bed.host.find(name) is None
+
+
+def test_a_builder_that_dies_is_cleaned_up_by_the_next_engine(bed, golden):
+    """The process building a template is killed (SIGKILL: no clean-up
+    of its own): its partial directory and its paused template domain are
+    removed when an engine next starts on the host."""
+    result, _, _ = golden
+    tmpdir = os.path.join(bed.templates, 'killed-builder')
+    conf = bed.make_conf(restore_mode='lazy', template_dir=tmpdir)
+    values = {k: getattr(conf, k) for k in (
+        'image_dir', 'clone_dir', 'staging_dir', 'template_dir',
+        'clone_network', 'restore_mode')}
+    script = ('import json, sys\n'
+              'from nova_live_snapshot import conf, engine\n'
+              'engine.Engine(conf.new(**json.loads(sys.argv[1])))'
+              '.spawn(sys.argv[2], prefix=sys.argv[3])\n')
+    child = subprocess.Popen(
+        [sys.executable, '-c', script, json.dumps(values), result.image.name,
+         'nlst-%s-clone' % bed.tag],
+        env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        name = _template_domain(bed.host, result.image.id)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert bed.host.find(name) is not None
+    assert [e for e in os.listdir(tmpdir) if e.startswith('.partial-')]
+
+    bed.engine_with(restore_mode='lazy', template_dir=tmpdir)
+    assert os.listdir(tmpdir) == []
+    assert bed.host.find(name) is None
