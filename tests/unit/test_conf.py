@@ -17,6 +17,10 @@ def test_defaults():
     assert opts.capture_mode == 'live'
     assert opts.memory_staging == 'auto'
     assert opts.staging_dir.startswith('/dev/shm/')
+    # Lazy clones are experimental: off, and never silently eager.
+    assert opts.restore_mode == 'eager'
+    assert opts.template_dir.startswith('/dev/shm/')
+    assert opts.lazy_fallback_to_eager is False
 
 
 def test_overrides_do_not_leak_between_configs():

@@ -141,3 +141,22 @@ def test_genid_added_replaced_or_removed():
     # Not a domain (or not XML): unchanged.
     assert domainxml.ensure_genid('<xml/>') == '<xml/>'
     assert domainxml.ensure_genid('not xml') == 'not xml'
+
+
+def test_lazy_domain_maps_its_ram_file_and_waits_for_its_state():
+    """A lazy domain's passthrough: our file backend (JSON, so a comma in a
+    path needs no escaping), used as the machine's RAM, and -incoming
+    defer; read back from the XML for reference counting. A plain domain
+    has none."""
+    spec = _spec(memory_mib=256, ram_file='/dev/shm/t,1/memory.ram')
+    xml = domainxml.render(spec)
+    assert domainxml.lazy_ram_file(xml) == '/dev/shm/t,1/memory.ram'
+    args = domainxml.lazy_ram_args(spec)
+    assert args[2:] == ['-machine', 'memory-backend=nls.ram',
+                        '-incoming', 'defer']
+    assert '"share": false' in args[1] and '"size": 268435456' in args[1]
+    assert '"share": true' in domainxml.lazy_ram_args(
+        _spec(ram_file='/x', ram_shared=True))[1]
+    assert domainxml.facts(xml, 'test') == domainxml.facts(
+        domainxml.render(spec.with_identity(ram_file=None)), 'test')
+    assert domainxml.lazy_ram_file(domainxml.render(_spec())) is None
