@@ -1,7 +1,7 @@
 """``nova-live-snapshot``: the engine on the local libvirt host, no Nova needed.
 
 Subcommands: ``capture``, ``spawn``, ``list``, ``show``, ``verify``,
-``delete``, ``destroy`` and ``demo``. Options come from ``[live_snapshot]``
+``delete``, ``destroy``, ``templates`` and ``demo``. Options come from ``[live_snapshot]``
 in the ``--config-file`` files (defaults otherwise).
 """
 
@@ -52,6 +52,12 @@ def _parser():
                    help='destroy the clones that use it first')
     x = sub.add_parser('destroy', help='destroy clones')
     x.add_argument('clones', nargs='+')
+    t = sub.add_parser('templates', help="list this host's lazy-mode "
+                                         'templates, the memory each holds '
+                                         'on tmpfs and the clones mapping it')
+    t.add_argument('--collect', action='store_true',
+                   help='first remove the templates whose image is gone and '
+                        'that no clone maps')
 
     dm = sub.add_parser('demo', help='boot the test guest, capture it, '
                                      'spawn clones, report')
@@ -164,6 +170,9 @@ def run(argv):
     elif args.command == 'destroy':
         for name in args.clones:
             eng.destroy(name)
+    elif args.command == 'templates':
+        removed = eng.collect_templates() if args.collect else []
+        _emit({'templates': eng.list_templates(), 'removed': removed})
     return 0
 
 

@@ -240,3 +240,40 @@ def test_a_builder_that_dies_is_cleaned_up_by_the_next_engine(bed, golden):
     bed.engine_with(restore_mode='lazy', template_dir=tmpdir)
     assert os.listdir(tmpdir) == []
     assert bed.host.find(name) is None
+
+
+def _virsh(*args):
+    subprocess.run(['virsh', '-q', '-c', 'qemu:///system'] + list(args),
+                   check=True, capture_output=True, timeout=120)
+
+
+def test_a_lazy_clone_is_an_ordinary_libvirt_domain(bed, golden, lazy):
+    """What an operator does with virsh works on a lazy clone: its serial
+    console carries on from the captured state, ``virsh destroy`` stops it
+    (the template loses it as a user), ``virsh start`` boots it from its
+    definition, which maps no template, into a fresh workload; the engine
+    destroys it as any clone."""
+    result, before, _ = golden
+    clones = bed.spawn(result.image.name, engine=lazy)
+    try:
+        clone = clones[0]
+        template = _template_of(lazy, result.image.name)
+
+        def console_has(text):
+            with open(clone.console_log, errors='replace') as f:
+                return text in f.read()
+        host_mod.wait_for(lambda: console_has(before.token), 30,
+                          what="the source's token on the clone's console")
+
+        _virsh('destroy', clone.name)
+        guest = bed.host.lookup(clone.name)
+        assert guest.state() == 'shut off'
+        assert clone.name not in lazy.templates.users(template)
+
+        _virsh('start', clone.name)
+        testbed.wait_ready(guest, timeout=180)
+        assert testbed.read_workload(guest).token != before.token
+        assert domainxml.lazy_ram_file(guest.xml()) is None
+    finally:
+        bed.destroy_all(clones, engine=lazy)
+    assert bed.host.find(clones[0].name) is None
