@@ -177,7 +177,9 @@ A template holds a copy of a machine's memory: the directory is kept 0710
 (group: ``qemu_group``, which must reach the RAM files). It must be on tmpfs:
 clones fault their unwritten memory in from it. A template needs up to the
 guest's RAM size of room there; it stays while the image exists on this host
-and is removed with the image once no clone uses it.
+and is removed with the image once no clone uses it. Give each ``image_dir``
+its own ``template_dir``: templates whose image is not in ``image_dir`` are
+removed once nothing maps them.
 
 Related options:
 

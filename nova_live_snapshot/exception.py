@@ -12,7 +12,7 @@ __all__ = [
     'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
-    'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateInUse',
+    'TemplateDirUnsuitable', 'TemplateBuildFailed',
 ]
 
 
@@ -129,11 +129,6 @@ class TemplateDirUnsuitable(TemplateError):
 class TemplateBuildFailed(TemplateError):
     msg_fmt = ('Building the lazy-mode template of live image %(image)s '
                'failed: %(reason)s. Nothing of the template was left behind.')
-
-
-class TemplateInUse(LiveSnapshotError):
-    msg_fmt = ('The template of live image %(image)s is mapped by running '
-               'clones %(clones)s; it is removed once they stop.')
 
 
 # Nova integration ------------------------------------------------------------

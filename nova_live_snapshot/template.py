@@ -382,16 +382,23 @@ class TemplateStore:
             read_end, write_end = os.pipe()
             feeder = _StreamFeeder(write_end, image, verified.save)
             feeder.start()
+            refused = None
             try:
                 guest.load_state(read_end, ignore_shared=False,
                                  timeout=self.timeout)
+            except exception.HypervisorError as e:
+                refused = e
             finally:
                 os.close(read_end)
                 feeder.join(self.timeout)
+            # A stream the feeder could not read is why QEMU failed, if it
+            # did; QEMU going away first only breaks the feeder's pipe.
             if feeder.error is not None and not (
                     isinstance(feeder.error, OSError)
                     and feeder.error.errno == errno.EPIPE):
-                raise feeder.error
+                raise feeder.error from refused
+            if refused is not None:
+                raise refused
         except BaseException:
             guest.remove()
             raise
@@ -439,11 +446,14 @@ class TemplateStore:
         :raises HypervisorError: the caller removes the domain.
         """
         guest = self.host.create(xml, paused=True)
+        started = time.monotonic()
         state = os.open(template.state_path, os.O_RDONLY)
         try:
             guest.load_state(state, ignore_shared=True, timeout=self.timeout)
         finally:
             os.close(state)
+        LOG.debug('Loaded the state of %s from the template of %s in %.3f s',
+                  guest.name, template.image, time.monotonic() - started)
         return guest
 
     def verify(self, template):
