@@ -305,14 +305,22 @@ class TemplateStore:
         """
         image = verified.image
         existing = self.get(image.id)
-        if existing is not None:
-            return existing
-        self._prepare_root()
-        with self._locked():
-            existing = self.get(image.id)      # built while we waited
-            if existing is not None:
-                return existing
-            return self._build(verified)
+        if existing is None:
+            self._prepare_root()
+            with self._locked():
+                existing = self.get(image.id)  # built while we waited
+                if existing is None:
+                    return self._build(verified)
+        if existing.record.get('network') != self.network:
+            raise exception.TemplateBuildFailed(
+                image=image.name, reason='its template on this host was built '
+                'for clones on %s, these attach to %s, and a virtio-net state '
+                'loads only on the same kind of backend; restore its clones '
+                'on %s, or delete the image on this host and spawn again'
+                % (_network_name(existing.record.get('network')),
+                   _network_name(self.network),
+                   _network_name(existing.record.get('network'))))
+        return existing
 
     def _check_room(self, image):
         st = os.statvfs(self.root)
@@ -504,6 +512,10 @@ class TemplateStore:
                 guest.remove()
         for path in dead:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _network_name(network):
+    return 'network %s' % network if network else "QEMU's user-mode network"
 
 
 def _builder_alive(partial):

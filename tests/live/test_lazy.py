@@ -277,3 +277,18 @@ def test_a_lazy_clone_is_an_ordinary_libvirt_domain(bed, golden, lazy):
     finally:
         bed.destroy_all(clones, engine=lazy)
     assert bed.host.find(clones[0].name) is None
+
+
+def test_clones_on_another_kind_of_network_are_refused_clearly(bed, golden,
+                                                               lazy):
+    """A template holds a virtio-net state made on the clones' network (a
+    tap); clones on QEMU's user-mode network could not load it: the spawn
+    says so and what to do, and leaves no clone."""
+    result, _, _ = golden
+    lazy.templates.acquire(lazy.verify(result.image.name))
+    usermode = bed.engine_with(restore_mode='lazy', clone_network=None)
+    before = {c.name for c in usermode.clones.list()}
+    with pytest.raises(exception.TemplateBuildFailed,
+                       match="user-mode network.*delete the image"):
+        bed.spawn(result.image.name, engine=usermode)
+    assert {c.name for c in usermode.clones.list()} == before

@@ -1,0 +1,64 @@
+"""Template files on tmpfs: zero pages punched out without changing the
+content; a template directory that is not tmpfs refused before anything is
+written."""
+
+import hashlib
+import os
+import types
+import uuid
+
+import pytest
+
+from nova_live_snapshot import exception
+from nova_live_snapshot import liveimage
+from nova_live_snapshot import template
+
+PAGE = template._PAGE
+
+
+@pytest.fixture
+def shm_file():
+    path = '/dev/shm/nls-unit-%s' % uuid.uuid4().hex[:8]
+    yield path
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def test_zero_pages_are_punched_out_and_the_content_kept(shm_file):
+    """A 4 MiB file with data in four pages (one alone in an otherwise zero
+    megabyte, two adjacent at the end) keeps just those pages on tmpfs, the
+    same bytes, and the SHA-256 of what was there."""
+    data = bytearray(4 << 20)
+    for page in (3, 300, 1022, 1023):
+        data[page * PAGE:page * PAGE + 5] = b'data!'
+    with open(shm_file, 'wb') as f:
+        f.write(data)
+    assert os.stat(shm_file).st_blocks * 512 == len(data)
+    digest = template.sparsify_and_hash(shm_file)
+    assert digest == hashlib.sha256(data).hexdigest()
+    with open(shm_file, 'rb') as f:
+        assert f.read() == bytes(data)
+    assert os.stat(shm_file).st_blocks * 512 == 4 * PAGE
+
+
+def test_zero_runs_cover_exactly_the_zero_pages():
+    chunk = bytearray(8 * PAGE)
+    chunk[2 * PAGE] = 1
+    chunk[7 * PAGE + 9] = 1
+    assert list(template._zero_runs(bytes(chunk))) == [
+        (0, 2 * PAGE), (3 * PAGE, 4 * PAGE)]
+    assert list(template._zero_runs(bytes(template._CHUNK))) == [
+        (0, template._CHUNK)]
+
+
+def test_a_template_dir_not_on_tmpfs_is_refused(tmp_path):
+    root = tmp_path / 'templates'
+    if template._fstype(str(tmp_path)) == 'tmpfs':
+        pytest.skip('%s is on tmpfs here' % tmp_path)
+    store = template.TemplateStore(
+        str(root), host=None,
+        images=liveimage.ImageStore(str(tmp_path / 'images')))
+    image = types.SimpleNamespace(id=str(uuid.uuid4()), name='img')
+    with pytest.raises(exception.TemplateDirUnsuitable, match='not tmpfs'):
+        store.acquire(types.SimpleNamespace(image=image))
+    assert os.listdir(root) == []
