@@ -57,7 +57,8 @@ from nova_live_snapshot import migstream
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Template', 'TemplateStore', 'RAM', 'STATE', 'RECORD']
+__all__ = ['Template', 'TemplateStore', 'RAM', 'STATE', 'RECORD', 'held_mib',
+           'sparsify_and_hash']
 
 RAM = 'memory.ram'
 STATE = 'state.mig'
@@ -104,6 +105,18 @@ class Template:
         for entry in os.scandir(self.path):
             total += entry.stat(follow_symlinks=False).st_blocks * 512
         return total
+
+
+def held_mib(root):
+    """MiB the templates under ``root``, and builds in progress, hold on
+    tmpfs (allocated blocks, rounded up): guest memory that no instance's
+    allocation accounts for."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return -(-total // (1024 * 1024))
 
 
 def _fstype(path):

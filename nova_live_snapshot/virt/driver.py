@@ -17,11 +17,15 @@ For ordinary instances nothing changes: every method falls through to
   stream instead of booted (:meth:`_create_guest`), and the clone is then
   re-identified through its guest agent;
 * the ``CUSTOM_LIVE_SNAPSHOT`` trait on the compute node, which live images
-  require, so that clones only land on hosts that can restore them.
+  require, so that clones only land on hosts that can restore them;
+* the memory lazy-mode templates hold on tmpfs (``[live_snapshot]
+  template_dir``) reserved in the node's ``MEMORY_MB`` inventory, so that
+  the scheduler does not count it as free.
 """
 
 import threading
 
+import os_resource_classes as orc
 from oslo_log import log as logging
 from nova import context as nova_context
 from nova import exception as nova_exception
@@ -31,6 +35,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import template
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
 
@@ -79,6 +84,25 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
         provider_tree.add_traits(nodename, images.TRAIT)
+        self._reserve_template_memory(provider_tree, nodename)
+
+    @staticmethod
+    def _reserve_template_memory(provider_tree, nodename):
+        """Add what lazy-mode templates hold on tmpfs to the node's reserved
+        MEMORY_MB: no instance's allocation covers it, and a template lives
+        as long as its image on the host. Runs with every resource update,
+        so the reservation follows templates as they come and go."""
+        held = template.held_mib(nls_conf.CONF.live_snapshot.template_dir)
+        if not held:
+            return
+        inventory = provider_tree.data(nodename).inventory
+        memory = inventory.get(orc.MEMORY_MB)
+        if memory is None:
+            return
+        # Placement refuses a reservation above the total.
+        memory['reserved'] = min(memory['total'],
+                                 memory.get('reserved', 0) + held)
+        provider_tree.update_inventory(nodename, inventory)
 
     def manage_image_cache(self, context, all_instances):
         """Nova's periodic image cache pass ([image_cache]

@@ -114,6 +114,7 @@ class LiveSnapshotTestBase(integrated_helpers._IntegratedTestBase):
             'image_dir': os.path.join(self.tmp, 'images'),
             'memory_cache_dir': os.path.join(self.tmp, 'cache'),
             'staging_dir': os.path.join(self.tmp, 'staging'),
+            'template_dir': os.path.join(self.tmp, 'templates'),
         }
 
     def _setup_compute_service(self):
