@@ -292,3 +292,38 @@ def test_clones_on_another_kind_of_network_are_refused_clearly(bed, golden,
                        match="user-mode network.*delete the image"):
         bed.spawn(result.image.name, engine=usermode)
     assert {c.name for c in usermode.clones.list()} == before
+
+
+def test_concurrent_first_spawns_build_one_template(bed, golden):
+    """Two engines (as two processes would) spawn the first lazy clones of
+    an image on a host at the same time: one template is built and both
+    clones map it."""
+    result, before, _ = golden
+    tmpdir = os.path.join(bed.templates, 'concurrent')
+    engines = [bed.engine_with(restore_mode='lazy', template_dir=tmpdir)
+               for _ in range(2)]
+    outcome = [None, None]
+
+    def spawn(i):
+        try:
+            outcome[i] = bed.spawn(result.image.name, engine=engines[i])
+        except exception.LiveSnapshotError as e:
+            outcome[i] = e
+
+    workers = [threading.Thread(target=spawn, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+    clones = [c for o in outcome if isinstance(o, list) for c in o]
+    try:
+        assert len(clones) == 2, outcome
+        assert os.listdir(tmpdir) == [result.image.id]
+        template = engines[0].templates.get(result.image.id)
+        assert engines[0].templates.users(template) == sorted(
+            c.name for c in clones)
+        for c in clones:
+            assert testbed.read_workload(
+                bed.host.lookup(c.name)).token == before.token
+    finally:
+        bed.destroy_all(clones, engine=engines[0])
