@@ -57,8 +57,8 @@ from nova_live_snapshot import migstream
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Template', 'TemplateStore', 'RAM', 'STATE', 'RECORD', 'held_mib',
-           'sparsify_and_hash']
+__all__ = ['Source', 'Template', 'TemplateStore', 'template_genid', 'RAM',
+           'STATE', 'RECORD', 'held_mib', 'sparsify_and_hash']
 
 RAM = 'memory.ram'
 STATE = 'state.mig'
@@ -73,6 +73,36 @@ _CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(_CHUNK)
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What a template is built from: a checked memory stream and how to
+    render the domain that loads it.
+
+    The engine builds one from a verified image
+    (:meth:`TemplateStore.image_source`); the Nova driver from its cached
+    memory stream and Nova's guest config.
+    """
+
+    key: str            # the template's directory under template_dir
+    image_id: str       # what the host keeps the stream as: collect() keeps
+    #                     the templates whose image_id it is given
+    name: str           # the live image, for messages and listings
+    memory_path: str    # the save image holding the QEMU stream
+    save: object        # its parsed container (saveimage.SaveImage)
+    memory_mib: int
+    backend: str        # the clones' NIC backend (see TemplateStore)
+    render: object      # render(partial dir, RAM file): the template
+    #                     domain's XML, its disks made in the partial dir
+
+
+def template_genid(facts):
+    """The generation ID a template domain gets: the image's own, so that
+    QEMU writing it into guest RAM when the state loads leaves the
+    template's RAM as the image's (each clone's own is written into its
+    private copy)."""
+    return facts.genid or str(uuidlib.uuid4())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,13 +221,12 @@ def sparsify_and_hash(path):
 
 
 class _StreamFeeder(threading.Thread):
-    """Writes an image's QEMU stream, its RAM block renamed, into a pipe."""
+    """Writes a source's QEMU stream, its RAM block renamed, into a pipe."""
 
-    def __init__(self, fd, image, save):
-        super().__init__(name='template-feed-%s' % image.name, daemon=True)
+    def __init__(self, fd, source):
+        super().__init__(name='template-feed-%s' % source.name, daemon=True)
         self.fd = fd
-        self.image = image
-        self.save = save
+        self.source = source
         self.error = None
 
     def _write(self, data):
@@ -207,11 +236,11 @@ class _StreamFeeder(threading.Thread):
 
     def run(self):
         try:
-            with open(self.image.memory_path, 'rb') as src:
-                src.seek(self.save.stream_offset)
+            with open(self.source.memory_path, 'rb') as src:
+                src.seek(self.source.save.stream_offset)
                 migstream.rename_ram_block(
-                    src, self.save.stream_size, self._write,
-                    domainxml.LAZY_RAM_ID, origin=self.image.name)
+                    src, self.source.save.stream_size, self._write,
+                    domainxml.LAZY_RAM_ID, origin=self.source.name)
         except (OSError, exception.LiveSnapshotError) as e:
             self.error = e
         finally:
@@ -316,47 +345,74 @@ class TemplateStore:
 
         :raises TemplateNoRoom:, TemplateDirUnsuitable:, TemplateBuildFailed:
         """
+        return self.acquire_source(self.image_source(verified))
+
+    def image_source(self, verified):
+        """A :class:`Source` for an engine image: the template domain is
+        rendered as the engine renders clones."""
         image = verified.image
-        existing = self.get(image.id)
+
+        def render(partial, ram):
+            spec = domainxml.DomainSpec(
+                name='nls-template-%s-%s' % (image.id[:8],
+                                             uuidlib.uuid4().hex[:6]),
+                disk_path=os.path.join(partial, 'disk.qcow2'),
+                console_log=os.path.join(partial, 'console.log'),
+                memory_mib=image.memory_mib, vcpus=image.vcpus,
+                machine=image.machine, genid=template_genid(verified.domain),
+                # Never started, so never on the network; link down anyway.
+                network=self.network, link_up=False, ram_file=ram,
+                ram_shared=True)
+            return clone.prepare_domain(verified, spec, 'template XML')
+        return Source(key=image.id, image_id=image.id, name=image.name,
+                      memory_path=image.memory_path, save=verified.save,
+                      memory_mib=image.memory_mib, backend=self.network,
+                      render=render)
+
+    def acquire_source(self, source):
+        """The template of ``source``, built now if this host has none.
+
+        :raises TemplateNoRoom:, TemplateDirUnsuitable:, TemplateBuildFailed:
+        """
+        existing = self.get(source.key)
         if existing is None:
             self._prepare_root()
             with self._locked():
-                existing = self.get(image.id)  # built while we waited
+                existing = self.get(source.key)  # built while we waited
                 if existing is None:
-                    return self._build(verified)
-        if existing.record.get('network') != self.network:
+                    return self._build(source)
+        if existing.record.get('network') != source.backend:
             raise exception.TemplateBuildFailed(
-                image=image.name, reason='its template on this host was built '
-                'for clones on %s, these attach to %s, and a virtio-net state '
-                'loads only on the same kind of backend; restore its clones '
-                'on %s, or delete the image on this host and spawn again'
-                % (_network_name(existing.record.get('network')),
-                   _network_name(self.network),
-                   _network_name(existing.record.get('network'))))
+                image=source.name, reason='its template on this host was '
+                'built for clones on %s, these attach to %s, and a virtio-net '
+                'state loads only on the same kind of backend; restore its '
+                'clones on %s, or delete the image on this host and spawn '
+                'again' % (_network_name(existing.record.get('network')),
+                           _network_name(source.backend),
+                           _network_name(existing.record.get('network'))))
         return existing
 
-    def _check_room(self, image):
+    def _check_room(self, source):
         st = os.statvfs(self.root)
         free_mib = st.f_bavail * st.f_frsize // (1024 * 1024)
-        needed_mib = image.memory_mib + STATE_HEADROOM_MIB
+        needed_mib = source.memory_mib + STATE_HEADROOM_MIB
         if free_mib < needed_mib:
-            raise exception.TemplateNoRoom(image=image.name, path=self.root,
+            raise exception.TemplateNoRoom(image=source.name, path=self.root,
                                            free_mib=free_mib,
                                            needed_mib=needed_mib)
 
-    def _build(self, verified):
-        image = verified.image
-        self._check_room(image)
+    def _build(self, source):
+        self._check_room(source)
         started = time.monotonic()
         partial = os.path.join(self.root, '%s%s-%s' % (
-            PARTIAL_PREFIX, image.id, uuidlib.uuid4().hex[:8]))
+            PARTIAL_PREFIX, source.key, uuidlib.uuid4().hex[:8]))
         os.mkdir(partial, 0o700)
         guest = None
         try:
             with open(os.path.join(partial, 'builder.pid'), 'w') as f:
                 f.write(str(os.getpid()))
             self.images.share_with_qemu(partial, 0o710)
-            guest = self._load(verified, partial)
+            guest = self._load(source, partial)
             state = os.open(os.path.join(partial, STATE),
                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -365,43 +421,27 @@ class TemplateStore:
                 os.close(state)
             guest.remove()
             guest = None
-            return self._publish(verified, partial, started)
+            return self._publish(source, partial, started)
         except (exception.LiveSnapshotError, OSError) as e:
             self._abandon(guest, partial)
             if isinstance(e, exception.TemplateError):
                 raise
-            raise exception.TemplateBuildFailed(image=image.name,
+            raise exception.TemplateBuildFailed(image=source.name,
                                                 reason=str(e)) from e
         except BaseException:
             self._abandon(guest, partial)
             raise
 
-    def _load(self, verified, partial):
-        """A paused domain with the image's state loaded into a shared RAM
+    def _load(self, source, partial):
+        """A paused domain with the source's state loaded into a shared RAM
         file in ``partial``; it never runs."""
-        image = verified.image
         ram = os.path.join(partial, RAM)
         os.close(os.open(ram, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.images.share_with_qemu(ram, 0o660)
-        spec = domainxml.DomainSpec(
-            name='nls-template-%s-%s' % (image.id[:8],
-                                         uuidlib.uuid4().hex[:6]),
-            disk_path=os.path.join(partial, 'disk.qcow2'),
-            console_log=os.path.join(partial, 'console.log'),
-            memory_mib=image.memory_mib, vcpus=image.vcpus,
-            machine=image.machine,
-            # The image's own generation ID: QEMU writes it into guest RAM
-            # when the state is loaded, so the template's RAM keeps the
-            # image's; each clone's own is written into its private copy.
-            genid=verified.domain.genid or str(uuidlib.uuid4()),
-            # Never started, so never on the network; link down anyway.
-            network=self.network, link_up=False, ram_file=ram,
-            ram_shared=True)
-        xml = clone.prepare_domain(verified, spec, 'template XML')
-        guest = self.host.create(xml, paused=True)
+        guest = self.host.create(source.render(partial, ram), paused=True)
         try:
             read_end, write_end = os.pipe()
-            feeder = _StreamFeeder(write_end, image, verified.save)
+            feeder = _StreamFeeder(write_end, source)
             feeder.start()
             refused = None
             try:
@@ -425,16 +465,17 @@ class TemplateStore:
             raise
         return guest
 
-    def _publish(self, verified, partial, started):
-        image = verified.image
-        for leftover in ('disk.qcow2', 'console.log', 'builder.pid'):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(partial, leftover))
+    def _publish(self, source, partial, started):
+        # Only the template's own files stay: the build's disk overlays,
+        # console log and pid file go.
+        for entry in os.listdir(partial):
+            if entry not in (RAM, STATE):
+                os.unlink(os.path.join(partial, entry))
         record = {
-            'image': image.name, 'image_id': image.id,
-            'memory_mib': image.memory_mib, 'vcpus': image.vcpus,
-            'machine': image.machine, 'ram_block': domainxml.LAZY_RAM_ID,
-            'network': self.network,
+            'image': source.name, 'image_id': source.image_id,
+            'memory_mib': source.memory_mib,
+            'ram_block': domainxml.LAZY_RAM_ID,
+            'network': source.backend,
             'memory_sha256': sparsify_and_hash(os.path.join(partial, RAM)),
             'state_bytes': os.path.getsize(os.path.join(partial, STATE)),
             'built_at': datetime.datetime.now(datetime.timezone.utc)
@@ -445,10 +486,10 @@ class TemplateStore:
                                os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
                        'w') as f:
             json.dump(record, f, indent=2, sort_keys=True)
-        final = self._path(image.id)
+        final = self._path(source.key)
         os.rename(partial, final)
         LOG.info('Built the template of %s in %.2f s (%d MiB on tmpfs)',
-                 image.name, record['build_s'],
+                 source.name, record['build_s'],
                  Template(final, record).tmpfs_bytes() >> 20)
         return Template(path=final, record=record)
 

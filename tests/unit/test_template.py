@@ -4,7 +4,6 @@ written."""
 
 import hashlib
 import os
-import types
 import uuid
 
 import pytest
@@ -58,7 +57,10 @@ def test_a_template_dir_not_on_tmpfs_is_refused(tmp_path):
     store = template.TemplateStore(
         str(root), host=None,
         images=liveimage.ImageStore(str(tmp_path / 'images')))
-    image = types.SimpleNamespace(id=str(uuid.uuid4()), name='img')
+    image_id = str(uuid.uuid4())
+    source = template.Source(
+        key=image_id, image_id=image_id, name='img', memory_path='/nowhere',
+        save=None, memory_mib=128, backend=None, render=None)
     with pytest.raises(exception.TemplateDirUnsuitable, match='not tmpfs'):
-        store.acquire(types.SimpleNamespace(image=image))
+        store.acquire_source(source)
     assert os.listdir(root) == []
