@@ -19,7 +19,7 @@ from nova_live_snapshot import exception
 
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
            'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
-           'lazy_ram_file', 'LAZY_RAM_ID']
+           'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
@@ -163,32 +163,41 @@ def render(spec):
     _sub(rng, 'backend', '/dev/urandom', model='random')
     _sub(devices, 'memballoon', model='none')
     if spec.ram_file:
-        dom = _with_lazy_ram(dom, spec)
+        dom = _with_lazy_ram(dom, spec.ram_file, spec.ram_shared,
+                             spec.memory_mib)
     return etree.tostring(dom, encoding='unicode', pretty_print=True)
 
 
-def lazy_ram_args(spec):
-    """QEMU arguments that put the guest RAM in ``spec.ram_file`` and make
-    QEMU wait for its state: our ``memory-backend-file`` (JSON, so that no
-    path needs QemuOpts comma escaping), ``-machine memory-backend`` to use
-    it instead of libvirt's ``pc.ram`` (which QEMU then never touches), and
+def lazy_ram_args(ram_file, shared, memory_mib):
+    """QEMU arguments that put the guest RAM in ``ram_file`` and make QEMU
+    wait for its state: our ``memory-backend-file`` (JSON, so that no path
+    needs QemuOpts comma escaping), ``-machine memory-backend`` to use it
+    instead of libvirt's ``pc.ram`` (which QEMU then never touches), and
     ``-incoming defer``."""
     backend = {'qom-type': 'memory-backend-file', 'id': LAZY_RAM_ID,
-               'size': spec.memory_mib * 1024 * 1024,
-               'mem-path': spec.ram_file, 'share': spec.ram_shared}
+               'size': memory_mib * 1024 * 1024,
+               'mem-path': ram_file, 'share': shared}
     return ['-object', json.dumps(backend, sort_keys=True),
             '-machine', 'memory-backend=%s' % LAZY_RAM_ID,
             '-incoming', 'defer']
 
 
-def _with_lazy_ram(dom, spec):
+def _with_lazy_ram(dom, ram_file, shared, memory_mib):
     # The qemu namespace must be declared on the root element.
     root = etree.Element('domain', dict(dom.attrib), nsmap={'qemu': QEMU_NS})
     root.extend(list(dom))
     cmdline = etree.SubElement(root, '{%s}commandline' % QEMU_NS)
-    for arg in lazy_ram_args(spec):
+    for arg in lazy_ram_args(ram_file, shared, memory_mib):
         etree.SubElement(cmdline, '{%s}arg' % QEMU_NS, value=arg)
     return root
+
+
+def with_lazy_ram(xml, ram_file, shared, memory_mib):
+    """Domain XML ``xml`` (rendered elsewhere, e.g. by Nova) with the lazy
+    RAM passthrough of :func:`lazy_ram_args` added."""
+    root = parse(xml, 'domain XML')
+    return etree.tostring(_with_lazy_ram(root, ram_file, shared, memory_mib),
+                          encoding='unicode')
 
 
 def lazy_ram_file(xml_text):

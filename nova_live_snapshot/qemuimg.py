@@ -24,9 +24,10 @@ def _run(args):
             'qemu-img %s failed: %s' % (args[0], e.stderr.strip())) from None
 
 
-def create_overlay(backing, path):
-    """A new qcow2 ``path`` whose backing file is qcow2 ``backing``."""
-    _run(['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, path])
+def create_overlay(backing, path, backing_format='qcow2'):
+    """A new qcow2 ``path`` whose backing file is ``backing``."""
+    _run(['create', '-q', '-f', 'qcow2', '-F', backing_format, '-b', backing,
+          path])
 
 
 def convert(source, dest):

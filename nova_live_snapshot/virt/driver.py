@@ -15,7 +15,11 @@ For ordinary instances nothing changes: every method falls through to
   builds the instance exactly as for a boot (disks, ports, its guest
   config), except that the domain is restored from the image's memory
   stream instead of booted (:meth:`_create_guest`), and the clone is then
-  re-identified through its guest agent;
+  re-identified through its guest agent; with ``[live_snapshot]
+  restore_mode = lazy`` (experimental) the clone maps the host's template
+  of the image copy-on-write instead (``doc/source/lazy.rst``), and
+  :meth:`destroy` and :meth:`manage_image_cache` remove templates that
+  nothing needs any more;
 * the ``CUSTOM_LIVE_SNAPSHOT`` trait on the compute node, which live images
   require, so that clones only land on hosts that can restore them;
 * the memory lazy-mode templates hold on tmpfs (``[live_snapshot]
@@ -112,6 +116,9 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         glance = self._service_glance()
         if glance is not None:
             self.live.cache.prune(lambda key: _image_exists(glance, key))
+        # Lazy-mode templates of streams no longer cached go too, once no
+        # clone maps them.
+        self._collect_templates()
 
     def _service_glance(self):
         """A Glance adapter authenticated as Nova's service user.
@@ -197,6 +204,26 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                  plan.record.disk_image,
                  ', '.join('%s %s' % (s['step'], s['status'])
                            for s in report['steps']), instance=instance)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        super().destroy(context, instance, network_info,
+                        block_device_info=block_device_info,
+                        destroy_disks=destroy_disks,
+                        destroy_secrets=destroy_secrets)
+        # A lazy clone gone may have been its template's last user.
+        self._collect_templates()
+
+    def _collect_templates(self):
+        try:
+            removed = self.live.collect_templates()
+        except (exception.LiveSnapshotError, OSError):
+            # The next destroy or cache run tries again; a delete must not
+            # fail on it.
+            LOG.exception('Could not collect lazy-mode templates')
+            return
+        for image in removed:
+            LOG.info('Removed the lazy-mode template of live image %s', image)
 
     @staticmethod
     def _forget_live_image(instance):

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import qemuimg
+from nova_live_snapshot import template as template_mod
 from nova_live_snapshot.virt import images
 
 LOG = logging.getLogger(__name__)
@@ -70,6 +73,102 @@ def clone_xml(xml, machine, aliases, genid):
         ostype.set('machine', machine)
     return domainxml.with_genid(etree.tostring(root, encoding='unicode'),
                                 genid)
+
+
+# What of Nova's guest config is the host's, not the guest's: left out of
+# the device signature a template is keyed by, and replaced in the domain
+# that builds it.
+_HOST_SIDE = ('name', 'uuid', 'genid', 'title', 'description', 'metadata',
+              'sysinfo', 'seclabel', 'resource')
+_NIC_KEEP = ('mac', 'model', 'driver', 'address', 'mtu', 'rom', 'link',
+             'alias')
+
+
+def device_signature(xml):
+    """A digest of the guest-visible devices of Nova's config ``xml`` (host
+    paths, names and MACs left out): clones whose configs have the same
+    signature can share a template, whose saved device state must match
+    their devices."""
+    root = domainxml.parse(xml, 'Nova guest config')
+    for tag in _HOST_SIDE:
+        for el in root.findall(tag):
+            root.remove(el)
+    for path in ('devices/*/source', 'devices/*/backingStore',
+                 'devices/*/log', 'devices/interface/target',
+                 'devices/interface/mac', 'devices/graphics'):
+        for el in root.findall(path):
+            el.getparent().remove(el)
+    canonical = etree.tostring(root, method='c14n')
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def template_xml(xml, image, genid, partial, ram, memory_mib):
+    """The domain that builds the lazy template of live image ``image``
+    from Nova's guest config ``xml`` of its first clone here: the same
+    guest devices, so that the state it saves loads into clones, but none
+    of the instance's host resources.
+
+    Disks become overlays in ``partial`` on the instance's disks (it never
+    runs, so they stay empty), NICs unattached taps (a virtio-net state
+    records that its backend gives vnet headers, as Neutron's taps do),
+    serial ports and consoles ptys without logs; read-only media stay.
+
+    :raises TemplateBuildFailed: a device it cannot stand in for.
+    """
+    root = domainxml.parse(xml, 'Nova guest config')
+    root.find('name').text = 'nls-template-%s' % uuidlib.uuid4().hex[:12]
+    root.find('uuid').text = str(uuidlib.uuid4())
+    # libvirt wants Nova's SMBIOS UUID to be the domain's (firmware tables,
+    # not migration state: the guest read its own long ago).
+    for entry in root.findall("sysinfo/system/entry[@name='uuid']"):
+        entry.text = root.find('uuid').text
+    if root.find('genid') is not None:
+        root.find('genid').text = genid
+    for tag in ('metadata', 'title', 'description'):
+        for el in root.findall(tag):
+            root.remove(el)
+
+    def refuse(reason):
+        return exception.TemplateBuildFailed(image=image, reason=reason)
+
+    for disk in root.findall('devices/disk'):
+        if disk.get('device', 'disk') != 'disk':
+            continue
+        source = disk.find('source')
+        if disk.get('type') != 'file' or source is None:
+            raise refuse('its disk %s is of type %s; lazy templates stand in '
+                         'for file disks only' % (
+                             disk.find('target').get('dev'), disk.get('type')))
+        overlay = os.path.join(partial, 'disk-%s.qcow2'
+                               % disk.find('target').get('dev'))
+        qemuimg.create_overlay(source.get('file'), overlay,
+                               disk.find('driver').get('type', 'raw'))
+        source.attrib.clear()
+        source.set('file', overlay)
+        disk.find('driver').set('type', 'qcow2')
+        for el in disk.findall('backingStore'):
+            disk.remove(el)
+    for nic in root.findall('devices/interface'):
+        if nic.get('type') not in ('bridge', 'ethernet', 'network'):
+            raise refuse('its interface of type %s has no tap to stand in '
+                         'for' % nic.get('type'))
+        nic.set('type', 'ethernet')
+        for child in list(nic):
+            if child.tag not in _NIC_KEEP:
+                nic.remove(child)
+    for chardev in (root.findall('devices/serial')
+                    + root.findall('devices/console')):
+        chardev.set('type', 'pty')
+        for child in list(chardev):
+            if child.tag != 'target':
+                chardev.remove(child)
+    for channel in root.findall('devices/channel'):
+        for source in channel.findall('source'):
+            channel.remove(source)
+    for graphics in root.findall('devices/graphics'):
+        graphics.getparent().remove(graphics)
+    return domainxml.with_lazy_ram(etree.tostring(root, encoding='unicode'),
+                                   ram, True, memory_mib)
 
 
 class Journal:
@@ -141,6 +240,23 @@ class LiveSnapshots:
         """The capture staging store; made on first use, so that a host
         that never captures gets no directories."""
         return liveimage.ImageStore(self.conf.image_dir, self.conf.qemu_group)
+
+    @functools.cached_property
+    def templates(self):
+        """This host's lazy-mode templates (:mod:`template`), keyed by
+        memory image and device signature."""
+        return template_mod.TemplateStore(
+            self.conf.template_dir, self.host, self.store,
+            timeout=self.conf.restore_timeout)
+
+    def collect_templates(self):
+        """Remove the templates whose memory stream has left this host's
+        cache and that no running domain maps."""
+        if self.conf.restore_mode != 'lazy' and not os.path.isdir(
+                self.conf.template_dir):
+            return []
+        return self.templates.collect({key for key, _, _ in
+                                       self.cache.entries()})
 
     # Capture -----------------------------------------------------------------
 
@@ -361,10 +477,47 @@ class LiveSnapshots:
         self.host.define(xml)
         if after_define is not None:
             after_define()
-        clone_mod.restore(self.host, plan.record.disk_image, plan.save,
-                          xml_for_restore, plan.memory_path,
-                          fifo_dir=instance_dir,
-                          timeout=self.conf.restore_timeout, paused=paused)
+        template = None
+        if self.conf.restore_mode == 'lazy':
+            template = self._template(plan, xml_for_restore)
+        if template is None:
+            clone_mod.restore(self.host, plan.record.disk_image, plan.save,
+                              xml_for_restore, plan.memory_path,
+                              fifo_dir=instance_dir,
+                              timeout=self.conf.restore_timeout,
+                              paused=paused)
+            return
+        # Over the definition: live with the passthrough, persistent
+        # without, so that the next start boots.
+        guest = self.templates.restore(template, domainxml.with_lazy_ram(
+            xml_for_restore, template.memory_path, False,
+            plan.record.ram_mib))
+        if not paused:
+            guest.resume()
+
+    def _template(self, plan, xml):
+        """The lazy template for clones with Nova's config ``xml`` (built
+        after the instance's disks and config drive exist); None to
+        restore eagerly, when allowed."""
+        record = plan.record
+
+        def render(partial, ram):
+            return template_xml(xml, record.disk_image,
+                                template_mod.template_genid(plan.facts),
+                                partial, ram, record.ram_mib)
+        source = template_mod.Source(
+            key='%s-%s' % (record.memory_image, device_signature(xml)),
+            image_id=record.memory_image, name=record.disk_image,
+            memory_path=plan.memory_path, save=plan.save,
+            memory_mib=record.ram_mib, backend='nova', render=render)
+        try:
+            return self.templates.acquire_source(source)
+        except exception.TemplateError as e:
+            if not self.conf.lazy_fallback_to_eager:
+                raise
+            LOG.warning('%s Restoring eagerly instead '
+                        '([live_snapshot] lazy_fallback_to_eager).', e)
+            return None
 
     def reidentify(self, plan, instance, domain_name):
         """Give the running clone its own identity (:mod:`identity`).

@@ -151,12 +151,14 @@ def test_lazy_domain_maps_its_ram_file_and_waits_for_its_state():
     spec = _spec(memory_mib=256, ram_file='/dev/shm/t,1/memory.ram')
     xml = domainxml.render(spec)
     assert domainxml.lazy_ram_file(xml) == '/dev/shm/t,1/memory.ram'
-    args = domainxml.lazy_ram_args(spec)
+    args = domainxml.lazy_ram_args(spec.ram_file, False, 256)
     assert args[2:] == ['-machine', 'memory-backend=nls.ram',
                         '-incoming', 'defer']
     assert '"share": false' in args[1] and '"size": 268435456' in args[1]
-    assert '"share": true' in domainxml.lazy_ram_args(
-        _spec(ram_file='/x', ram_shared=True))[1]
+    assert '"share": true' in domainxml.lazy_ram_args('/x', True, 128)[1]
+    plain = domainxml.render(spec.with_identity(ram_file=None))
+    assert domainxml.lazy_ram_file(domainxml.with_lazy_ram(
+        plain, '/y/memory.ram', False, 256)) == '/y/memory.ram'
     assert domainxml.facts(xml, 'test') == domainxml.facts(
         domainxml.render(spec.with_identity(ram_file=None)), 'test')
     assert domainxml.lazy_ram_file(domainxml.render(_spec())) is None

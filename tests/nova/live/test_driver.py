@@ -22,6 +22,7 @@ import fixtures
 from nova.tests import fixtures as nova_fixtures
 from nova import thread_pool_factory
 
+from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 from nova import context as nova_context
@@ -226,6 +227,52 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             self.assertEqual('yes', sysmeta['image_hw_qemu_guest_agent'])
         _record('capture_and_clone', timings)
 
+        self._delete_all()
+
+    def test_lazy_clones_map_one_template_that_goes_with_them(self):
+        """With restore_mode = lazy, two clones built through Nova resume
+        the source's workload, each re-identified, mapping one template of
+        the image (its RAM file, privately) built on the first spawn; their
+        definitions boot. With a memory cache that keeps nothing, the
+        template stays while a clone maps it and goes with the last one."""
+        templates = '/dev/shm/nls-nova-%s-templates' % uuid.uuid4().hex[:8]
+        self.addCleanup(shutil.rmtree, templates, ignore_errors=True)
+        self.flags(group='live_snapshot', restore_mode='lazy',
+                   template_dir=templates, memory_cache_max_mib=0)
+        # The driver's operations read the cache size when built: again.
+        self.compute.driver._live = None
+        source = self._boot(self.guest_image, self.flavor)
+        src_guest = self._guest(source)
+        testbed.wait_ready(src_guest, timeout=180)
+        before = testbed.read_workload(src_guest)
+        image = self._capture(source)
+
+        clones = [self._boot(image['id'], self.flavor) for _ in range(2)]
+        store = self.compute.driver.live.templates
+        (template,) = store.list()
+        record = images.Record.from_image(image, base.SIGNING_KEY)
+        self.assertEqual(record.memory_image, template.image_id)
+        guests = [self._guest(c) for c in clones]
+        self.assertEqual(sorted(g.name for g in guests),
+                         store.users(template))
+        hostnames = set()
+        for guest in guests:
+            self.assertEqual(template.memory_path,
+                             domainxml.lazy_ram_file(guest.xml()))
+            self.assertIsNone(domainxml.lazy_ram_file(
+                guest.xml(inactive=True)))
+            self.assertEqual(before.token,
+                             testbed.read_workload(guest).token)
+            rc, out, _ = guest.agent_exec(['/bin/hostname'])
+            hostnames.add(out.decode().strip())
+        self.assertEqual(2, len(hostnames))
+        self.assertTrue(store.verify(template))
+
+        for clone, template_stays in zip(clones, (True, False)):
+            self.api.delete_server(clone['id'])
+            self._wait_until_deleted(clone)
+            self._servers.remove(clone)
+            self.assertEqual(template_stays, os.path.isdir(template.path))
         self._delete_all()
 
     def test_refusals_leave_a_clear_fault_and_nothing_running(self):
