@@ -20,8 +20,10 @@ identity):
 6. ``clock``: set to the host's time: moved by the host-guest offset
    measured with ``guest-get-time`` (``date``), checked, and set with
    ``guest-set-time`` where that did not work.
-7. ``network``: link up, DHCP lease renewed with the new MAC (and, under
-   networkd, the new machine-id's client identifier).
+7. ``network``: the DHCP client that holds the source's lease stopped
+   (networkd: restarted, for the new machine-id's client identifier) while
+   the link is still down, then link up and a lease asked for with the new
+   MAC and identity.
 8. ``hooks``: executables in ``/etc/nova-live-snapshot/clone.d`` run last
    with the clone's name and UUID.
 
@@ -225,28 +227,45 @@ date -u -s "$1 seconds" >/dev/null 2>&1 || exit 3
 echo "moved by $1 s"
 '''
 
-_DHCP_SCRIPT = r'''
+# While the link is still down: stop (or restart) the DHCP client that holds
+# the source's lease, and name it. A client that saw the link come up with
+# the source's identity would ask for the source's lease (same client
+# identifier, hostname, address) before anything could replace it, and one
+# stopped with a release would free the source's lease: neither must reach
+# the network, and with no carrier nothing does.
+_DHCP_STOP_SCRIPT = r'''
 ifc=$1
-ip link set dev "$ifc" up
 if command -v networkctl >/dev/null 2>&1 && \
         networkctl status "$ifc" 2>/dev/null | grep -q 'Network File: /'; then
     # networkd's DHCP client identifier derives from the machine-id, which
-    # it read at start: restart it so the lease follows the new identity
-    # (a started networkd configures its links afresh: no reconfigure).
+    # it read at start: restarted now, it asks with the new one once the
+    # carrier appears.
     systemctl restart systemd-networkd.service || exit 1
+    echo networkd
 elif command -v dhclient >/dev/null 2>&1; then
-    dhclient -r "$ifc" >/dev/null 2>&1
-    dhclient -1 "$ifc" || exit 1
+    dhclient -x "$ifc" >/dev/null 2>&1
+    echo dhclient
 elif pid=$(pidof udhcpc); then
     # A fresh client asks for a lease with the new MAC; signalling the old
     # one (release, renew) raced with its own state machine.
     kill $pid
-    udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script >/dev/null 2>&1 \
-        || exit 1
+    echo udhcpc
 else
     exit 3
 fi
+'''
+
+# Link up (the host has set the carrier): $2, the client named above, asks
+# for a lease with the new identity; waits for the address.
+_DHCP_SCRIPT = r'''
+ifc=$1
+ip link set dev "$ifc" up
 read t0 _ < /proc/uptime
+case $2 in
+    dhclient) dhclient -1 "$ifc" || exit 1 ;;
+    udhcpc) udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script \
+        >/dev/null 2>&1 || exit 1 ;;
+esac
 i=0
 while [ $i -lt 300 ]; do
     addr=$(ip -o -4 addr show dev "$ifc" | awk '{print $4}' | head -n 1)
@@ -382,6 +401,7 @@ class _Steps:
         self.timeout = timeout
         self.reports = []
         self.facts = {}
+        self.dhcp_stop = None   # the report of stopping the DHCP client
 
     def record(self, step, status, detail, seconds=None):
         report = StepReport(step, status, detail,
@@ -507,7 +527,11 @@ class _Steps:
         else:
             batch.add('clock', _CLOCK_SCRIPT, '%s%d.%09d' % (
                 '-' if offset < 0 else '+', *divmod(abs(offset), 10 ** 9)))
+        if self.facts.get('interface'):
+            # Last: networkd must restart after the new machine-id.
+            batch.add('network', _DHCP_STOP_SCRIPT, self.facts['interface'])
         got = self.run(batch)
+        self.dhcp_stop = got.get('network')
 
         if isinstance(types, list):
             r = self.keep(got['ssh_host_keys'])
@@ -547,23 +571,39 @@ class _Steps:
     # Steps 7-8 ---------------------------------------------------------------
 
     def connect(self, set_link_up, hooks_dir):
-        """Link up, then network and hooks in one script."""
+        """Link up, then network and hooks in one script.
+
+        The link stays down when the source's DHCP client could not be
+        stopped: it would ask for the source's lease.
+        """
         started = time.monotonic()
         ifc = self.facts.get('interface')
+        stop = self.dhcp_stop
         network = None
-        try:
-            set_link_up()
-        except exception.LiveSnapshotError as e:
-            network = StepReport('network', Status.FAILED, 'link up: %s' % e)
+        if stop is not None and stop.status == Status.FAILED:
+            network = dataclasses.replace(stop, seconds=None, detail=(
+                'stopping the DHCP client, link left down: %s' % stop.detail))
         else:
-            if not ifc:
-                network = StepReport('network', Status.SKIPPED, 'no interface '
-                                     "with the image's MAC was found in the "
-                                     'guest')
-        link_s = time.monotonic() - started
+            try:
+                set_link_up()
+            except exception.LiveSnapshotError as e:
+                network = StepReport('network', Status.FAILED,
+                                     'link up: %s' % e)
+            else:
+                if not ifc:
+                    network = StepReport(
+                        'network', Status.SKIPPED, "no interface with the "
+                        "image's MAC was found in the guest")
+                elif stop.status == Status.SKIPPED:
+                    network = dataclasses.replace(stop, seconds=None, detail=(
+                        'no DHCP client known here (networkd, dhclient, '
+                        'udhcpc)'))
+        # The step's time: stopping the client, the link, the lease.
+        link_s = time.monotonic() - started + (
+            (stop.seconds or 0.0) if stop is not None else 0.0)
         batch = _Batch()
         if network is None:
-            batch.add('network', _DHCP_SCRIPT, ifc)
+            batch.add('network', _DHCP_SCRIPT, ifc, stop.detail)
         batch.add('hooks', _HOOKS_SCRIPT, self.identity.name,
                   self.identity.uuid, hooks_dir)
         got = self.run(batch)
