@@ -227,41 +227,51 @@ class Bench:
         return testbed.TestGuest(guest_dir, self.guest_image.work_dir,
                                  network=self.conf.clone_network)
 
-    def cold_boots(self, image, reps, what, ready):
-        """Boot ``image`` ``reps`` times, one at a time; ``ready(guest,
-        started)`` waits until the guest serves and returns a value. Keeps
-        the last guest running as the source to capture.
+    def side_by_side(self, image, reps, what, booted, spawned,
+                     captured=None):
+        """Cold boots of ``image`` against clones, interleaved so that both
+        sides see the same load on a shared host: boot, capture that boot
+        (then drop it), then clone, boot, clone... ``booted(guest,
+        started)`` and ``spawned(clone, started)`` wait until the guest
+        serves and return a value; ``captured(source)`` runs before the
+        capture.
 
-        One at a time because every boot of the Debian guest has the same
-        machine-id, hence the same DHCP client identifier and address.
+        Boots and the source never run together: every boot of the Debian
+        guest has the same machine-id, hence the same DHCP client
+        identifier and address.
 
-        :returns: (seconds per boot, values, the source)
+        :returns: (cold seconds, booted values, clone seconds, spawned
+            values)
         """
-        seconds, values = [], []
-        for i in range(reps):
+        cold_s, cold, clone_s, clones = [], [], [], []
+
+        def boot():
             name = self.name(what)
             started = time.monotonic()
             guest = image.boot(self.host, name)
             self.sources.append(name)
-            values.append(ready(guest, started))
-            seconds.append(time.monotonic() - started)
-            if i < reps - 1:
-                self.drop_source(guest)
-        return seconds, values, guest
+            cold.append(booted(guest, started))
+            cold_s.append(time.monotonic() - started)
+            return guest
 
-    def clones_until(self, image_name, reps, ready):
-        """Spawn ``reps`` clones one at a time; ``ready(clone, started)``
-        waits until the clone serves. :returns: (seconds, values)"""
-        seconds, values = [], []
-        for _ in range(reps):
+        source = boot()
+        if captured is not None:
+            captured(source)
+        captured_image = self.capture(source).image
+        self.drop_source(source)
+        for i in range(reps):
             started = time.monotonic()
-            (clone,) = self.engine.spawn(image_name)
+            (clone,) = self.engine.spawn(captured_image.name)
             try:
-                values.append(ready(clone, started))
-                seconds.append(time.monotonic() - started)
+                clones.append(spawned(clone, started))
+                clone_s.append(time.monotonic() - started)
             finally:
                 self.engine.destroy(clone.name)
-        return seconds, values
+            if i < reps - 1:
+                self.drop_source(boot())
+        self.engine.delete_image(captured_image.name)
+        self.images.pop()
+        return cold_s, cold, clone_s, clones
 
     def sshd_ready(self, guest_dir, netns, reps):
         """On the Debian guest: cold boot until sshd answers, against clone
@@ -280,13 +290,9 @@ class Bench:
             workload.wait_banner(netns, addr, 22, 'SSH-', started + 300)
             return clone
 
-        cold_s, _, source = self.cold_boots(debian, reps, 'deb', booted)
-        testbed.wait_ready(source, timeout=120)
-        image = self.capture(source).image
-        clone_s, clones = self.clones_until(image.name, reps, spawned)
-        self.engine.delete_image(image.name)
-        self.images.pop()
-        self.drop_source(source)
+        cold_s, _, clone_s, clones = self.side_by_side(
+            debian, reps, 'deb', booted, spawned,
+            captured=lambda source: testbed.wait_ready(source, timeout=120))
         return {'cold_s': _stats(cold_s), 'clone_s': _stats(clone_s),
                 'ratio_cold_over_clone': round(
                     statistics.median(cold_s) / statistics.median(clone_s),
@@ -323,22 +329,19 @@ class Bench:
                 netns, addr, workload.WARM_PORT, 'WARM ', started + 300))
             return clone, banner
 
-        cold_s, cold, source = self.cold_boots(debian, reps, 'warm', booted)
-        image = self.capture(source).image
-        clone_s, spawned = self.clones_until(image.name, reps, spawned)
-        clones, resumed = zip(*spawned)
-        self.engine.delete_image(image.name)
-        self.images.pop()
-        self.drop_source(source)
+        cold_s, cold, clone_s, results = self.side_by_side(
+            debian, reps, 'warm', booted, spawned)
+        clones, resumed = zip(*results)
         return {'cpu_s': cpu_s,
                 'cold_s': _stats(cold_s),
                 'cold_boot_to_agent_s': _stats(agent_s),
                 'warmup_s': _stats([b.warmup_s for b in cold]),
                 'clone_s': _stats(clone_s),
-                'entries': cold[-1].entries,
-                # Every clone answered with its source's token: it resumed
-                # the warm process, it did not warm up again.
-                'clones_resumed_source': all(b == cold[-1] for b in resumed),
+                'entries': cold[0].entries,
+                # Every clone answered with its source's token (the first
+                # boot's): it resumed the warm process, it did not warm up
+                # again.
+                'clones_resumed_source': all(b == cold[0] for b in resumed),
                 'ratio_cold_over_clone': round(
                     statistics.median(cold_s) / statistics.median(clone_s),
                     2),
