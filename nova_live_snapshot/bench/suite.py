@@ -126,27 +126,22 @@ class Bench:
 
     def restore_floor(self, image_name, reps):
         """The engine's restore against a plain restore of an unmodified
-        save image of the same guest, and against starting it paused."""
+        save image of the same guest, and against starting it paused; one
+        of each per round, so that all see the same load."""
         engine_s, spawn_s, plain_s, paused_s = [], [], [], []
-        for _ in range(reps):
-            (clone,) = self.engine.spawn(image_name, exact_copy=True)
-            engine_s.append(clone.restore_s)
-            self.engine.destroy(clone.name)
-            (clone,) = self.engine.spawn(image_name)
-            spawn_s.append(clone.spawn_s)
-            self.engine.destroy(clone.name)
         # A plain save image: save a source, then restore it as it is.
         guest, _ = self.boot_ready('plain')
         save_path = os.path.join(self.guest_image.work_dir, guest.name,
                                  'plain.save')
         for _ in range(reps):
+            (clone,) = self.engine.spawn(image_name, exact_copy=True)
+            engine_s.append(clone.restore_s)
+            self.engine.destroy(clone.name)
             guest.save(save_path)
             started = time.monotonic()
             self.host.restore(save_path)
             plain_s.append(time.monotonic() - started)
             guest = self.host.lookup(guest.name)
-        os.unlink(save_path)
-        for _ in range(reps):
             # The same domain (own overlay and log), started paused: QEMU's
             # start-up, which every restore pays too.
             name = self.name('paused')
@@ -154,6 +149,10 @@ class Bench:
             self.guest_image.boot(self.host, name, paused=True)
             paused_s.append(time.monotonic() - started)
             self.guest_image.remove(self.host, name)
+            (clone,) = self.engine.spawn(image_name)
+            spawn_s.append(clone.spawn_s)
+            self.engine.destroy(clone.name)
+        os.unlink(save_path)
         eng, plain, paused = (statistics.median(engine_s),
                               statistics.median(plain_s),
                               statistics.median(paused_s))
