@@ -36,7 +36,7 @@ $(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt
 demo: venv guest
 	$(VENV)/bin/nova-live-snapshot demo
 
-# The full benchmark suite (about 6 minutes); results in bench-results/.
+# The full benchmark suite (about 10 minutes); results in bench-results/.
 bench: venv guest
 	$(VENV)/bin/nova-live-snapshot bench --out bench-results \
 	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest

@@ -197,10 +197,14 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
     to libvirt through a FIFO in ``fifo_dir``. The caller has checked
     ``xml`` against the image (:func:`domainxml.compare`).
 
+    The NICs whose link ``xml`` sets down are down when the clone starts
+    running (or stays paused, with ``paused``).
+
     :raises CloneSpawnFailed: the stream could not be fed in time.
     :raises HypervisorError: libvirt or QEMU refused the restore.
     """
     name = domainxml.facts(xml, 'clone XML').name
+    links_down = domainxml.macs_with_link_down(xml)
     header = saveimage.encode(xml, save.cookie, was_running=True,
                               compression=save.header.compression)
     fifo = os.path.join(fifo_dir, 'restore.fifo')
@@ -209,7 +213,7 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
                      save.stream_size)
     feeder.start()
     try:
-        host.restore(fifo, paused=paused)
+        host.restore(fifo, paused=paused or bool(links_down))
     finally:
         feeder.unblock()
         feeder.join(timeout)
@@ -225,6 +229,16 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
         raise exception.CloneSpawnFailed(
             name=name, image=image_name,
             reason='feeding the memory stream: %s' % feeder.error)
+    if links_down:
+        # QEMU's virtio-net takes a restored NIC's link state from the
+        # migration stream (the source's: up), whatever the XML says:
+        # without this, a clone would talk on the network as its source
+        # until re-identified.
+        guest = host.lookup(name)
+        for mac in links_down:
+            guest.force_link_down(mac)
+        if not paused:
+            guest.resume()
 
 
 def reidentify(guest, new, image_name, set_link_up, require_agent=True,

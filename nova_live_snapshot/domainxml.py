@@ -19,7 +19,8 @@ from nova_live_snapshot import exception
 
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
            'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
-           'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID']
+           'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID',
+           'macs_with_link_down']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
@@ -254,6 +255,15 @@ def _int(text, what, origin):
         raise exception.UnsafeDomainXML(origin=origin,
                                         reason='%s is negative' % what)
     return value
+
+
+def macs_with_link_down(xml_text):
+    """The MACs of the NICs whose link the domain XML sets down."""
+    root = parse(xml_text, 'domain XML')
+    return [nic.find('mac').get('address')
+            for nic in root.findall('devices/interface')
+            if nic.find('mac') is not None
+            and nic.find("link[@state='down']") is not None]
 
 
 def facts(xml_text, origin):

@@ -103,6 +103,21 @@ class Guest:
 
     def set_link_up(self, mac):
         """Set the link of the NIC with ``mac`` up, in the running domain."""
+        self._set_link(mac, 'up')
+
+    def force_link_down(self, mac):
+        """Set the link of the NIC with ``mac`` down in QEMU, whatever
+        libvirt believes it is.
+
+        After a restore, QEMU's virtio-net takes its link state from the
+        migration stream (the source's, up), while libvirt keeps the XML's
+        "down" and ignores a change to the state it believes in: only a
+        change to up and back reaches QEMU.
+        """
+        self._set_link(mac, 'up')
+        self._set_link(mac, 'down')
+
+    def _set_link(self, mac, state):
         root = etree.fromstring(self.xml().encode())
         for nic in root.findall('devices/interface'):
             if nic.find('mac') is not None and \
@@ -113,8 +128,8 @@ class Guest:
                 'Domain %s has no interface with MAC %s' % (self._name, mac))
         for link in nic.findall('link'):
             nic.remove(link)
-        etree.SubElement(nic, 'link', state='up')
-        with _errors('set link up on %s' % self._name, self):
+        etree.SubElement(nic, 'link', state=state)
+        with _errors('set link %s on %s' % (state, self._name), self):
             self.domain.updateDeviceFlags(
                 etree.tostring(nic, encoding='unicode'),
                 libvirt.VIR_DOMAIN_AFFECT_LIVE)
@@ -303,11 +318,12 @@ class Guest:
         self.qmp('migrate', {'uri': 'fd:nls-state'})
         self._wait_migration('saving state', timeout)
 
+    # Lifecycle ---------------------------------------------------------------
+
     def resume(self):
+        """Let a paused domain run."""
         with _errors('resume %s' % self._name, self):
             self.domain.resume()
-
-    # Lifecycle ---------------------------------------------------------------
 
     def destroy(self):
         """Stop the domain at once if it runs; a transient domain is gone

@@ -17,22 +17,36 @@ identity):
    ``/etc/hosts``.
 4. ``ssh_host_keys``: old keys removed, new ones generated, sshd restarted.
 5. ``machine_id``: a new random ``/etc/machine-id``.
-6. ``clock``: set to the host's time (``guest-set-time``).
-7. ``network``: link up, DHCP lease renewed with the new MAC.
+6. ``clock``: set to the host's time: moved by the host-guest offset
+   measured with ``guest-get-time`` (``date``), checked, and set with
+   ``guest-set-time`` where that did not work.
+7. ``network``: the DHCP client that holds the source's lease stopped
+   (networkd: restarted, for the new machine-id's client identifier) while
+   the link is still down, then link up and a lease asked for with the new
+   MAC and identity.
 8. ``hooks``: executables in ``/etc/nova-live-snapshot/clone.d`` run last
    with the clone's name and UUID.
 
 Each step reports ``done``, ``skipped`` (the guest lacks what it acts on) or
 ``failed``, with a detail, in an :class:`IdentityReport`.
+
+Under TCG every agent round trip and every process the guest starts costs
+0.05-0.5 s, so the guest-side steps run in a few guest scripts (one
+``guest-exec`` each) rather than one or more agent calls per step: the SSH
+key types, steps 1-3 while the host makes the SSH host keys, steps 4-6, then
+(link up) steps 7-8. Seeds and keys reach each script on its stdin, never on
+a command line.
 """
 
-import base64
+import concurrent.futures
 import dataclasses
 import enum
+import io
 import logging
 import os
 import re
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid as uuidlib
@@ -116,11 +130,14 @@ def not_reset(reason):
 _MAC_SCRIPT = r'''
 ifc=
 for d in /sys/class/net/*; do
-    [ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && ifc=${d##*/}
+    a=
+    read -r a < "$d/address" 2>/dev/null
+    [ "$a" = "$1" ] && ifc=${d##*/}
 done
 [ -n "$ifc" ] || exit 3
 ip link set dev "$ifc" address "$2" || exit 1
-[ "$(cat "/sys/class/net/$ifc/address")" = "$2" ] || exit 1
+read -r a < "/sys/class/net/$ifc/address"
+[ "$a" = "$2" ] || exit 1
 # The source's addresses must not be used with the new MAC, not even for
 # the moment between link up and the new lease: neighbours would map the
 # source's address to this clone.
@@ -128,9 +145,12 @@ ip addr flush dev "$ifc" scope global
 echo "$ifc"
 '''
 
+# $1: the batch's private directory, with 64 random bytes to mix into the
+# pool ("mix") and 64 to credit ("credit").
 _RESEED_SCRIPT = r'''
+cat "$1/mix" > /dev/urandom || exit 1
 if [ -x /usr/sbin/nls-reseed ]; then
-    exec /usr/sbin/nls-reseed
+    exec /usr/sbin/nls-reseed < "$1/credit"
 elif command -v python3 >/dev/null 2>&1; then
     exec python3 -c '
 import fcntl, os, struct, sys
@@ -138,7 +158,7 @@ seed = sys.stdin.buffer.read(512)
 fd = os.open("/dev/random", os.O_WRONLY)
 fcntl.ioctl(fd, 0x40085203, struct.pack("ii", len(seed) * 8, len(seed)) + seed)
 fcntl.ioctl(fd, 0x5207)
-print("credited %d bytes and reseeded the CRNG" % len(seed))'
+print("credited %d bytes and reseeded the CRNG" % len(seed))' < "$1/credit"
 fi
 exit 3
 '''
@@ -150,9 +170,9 @@ hostname "$1" || exit 1
 if [ -n "$old" ] && [ -f /etc/hosts ] && grep -q "$old" /etc/hosts; then
     sed -i "s/$old/$1/g" /etc/hosts
 fi
-if command -v hostnamectl >/dev/null 2>&1; then
-    hostnamectl set-hostname "$1" >/dev/null 2>&1 || true
-fi
+# No hostnamectl: systemd-hostnamed (started on demand, 0.15 s under TCG)
+# would only write what is written above; journald and others follow the
+# kernel's hostname.
 echo "$old -> $(hostname)"
 '''
 
@@ -165,19 +185,16 @@ done
 true
 '''
 
-# Installs the keys staged as /etc/ssh/.nls-new-*: old keys go, new keys
-# take their place with sshd's modes, sshd restarts with them. With no
-# staged keys (no ssh-keygen on the host) the guest makes its own.
+# Installs the keys staged in the batch's private directory $1: old keys go,
+# new keys take their place with sshd's modes, sshd restarts with them. With
+# no staged keys (no ssh-keygen on the host) the guest makes its own.
 _SSH_INSTALL_SCRIPT = r'''
 cd /etc/ssh || exit 1
 rm -f ssh_host_*key ssh_host_*key.pub
-staged=
-for f in .nls-new-ssh_host_*; do
-    [ -f "$f" ] || continue
-    staged=1
-    mv "$f" "${f#.nls-new-}"
-done
-if [ -z "$staged" ]; then
+set -- "$1"/ssh_host_*
+if [ -f "$1" ]; then
+    mv "$@" . || exit 1
+else
     ssh-keygen -A >/dev/null || exit 1
 fi
 chmod 600 ssh_host_*key
@@ -185,7 +202,8 @@ chmod 644 ssh_host_*key.pub
 if command -v systemctl >/dev/null 2>&1; then
     systemctl try-restart ssh.service sshd.service >/dev/null 2>&1 || true
 fi
-for f in ssh_host_*_key.pub; do ssh-keygen -lf "$f"; done
+# One ssh-keygen for every key (0.2 s each under TCG).
+cat ssh_host_*_key.pub | ssh-keygen -lf -
 '''
 
 _MACHINE_ID_SCRIPT = r'''
@@ -197,32 +215,67 @@ fi
 cat /etc/machine-id
 '''
 
-_DHCP_SCRIPT = r'''
+# The clock, without qemu-ga's guest-set-time (which runs ``hwclock -w``, a
+# process that waits for the RTC's next second: about 1 s under TCG; the
+# RTC needs no setting, QEMU's follows the host's clock across a restore).
+# $1 is host time minus guest time in seconds ("+12.345678901"), measured
+# just before this script with guest-get-time; one ``date`` process moves
+# the clock by it. GNU date parses that; where date does not, the engine
+# falls back to guest-set-time.
+_CLOCK_SCRIPT = r'''
+date -u -s "$1 seconds" >/dev/null 2>&1 || exit 3
+echo "moved by $1 s"
+'''
+
+# While the link is still down: stop (or restart) the DHCP client that holds
+# the source's lease, and name it. A client that saw the link come up with
+# the source's identity would ask for the source's lease (same client
+# identifier, hostname, address) before anything could replace it, and one
+# stopped with a release would free the source's lease: neither must reach
+# the network, and with no carrier nothing does.
+_DHCP_STOP_SCRIPT = r'''
 ifc=$1
-ip link set dev "$ifc" up
 if command -v networkctl >/dev/null 2>&1 && \
         networkctl status "$ifc" 2>/dev/null | grep -q 'Network File: /'; then
     # networkd's DHCP client identifier derives from the machine-id, which
-    # it read at start: restart it so the lease follows the new identity.
+    # it read at start: restarted now, it asks with the new one once the
+    # carrier appears.
     systemctl restart systemd-networkd.service || exit 1
-    networkctl reconfigure "$ifc" || exit 1
+    echo networkd
 elif command -v dhclient >/dev/null 2>&1; then
-    dhclient -r "$ifc" >/dev/null 2>&1
-    dhclient -1 "$ifc" || exit 1
+    dhclient -x "$ifc" >/dev/null 2>&1
+    echo dhclient
 elif pid=$(pidof udhcpc); then
     # A fresh client asks for a lease with the new MAC; signalling the old
     # one (release, renew) raced with its own state machine.
     kill $pid
-    udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script >/dev/null 2>&1 \
-        || exit 1
+    echo udhcpc
 else
     exit 3
 fi
+'''
+
+# Link up (the host has set the carrier): $2, the client named above, asks
+# for a lease with the new identity; waits for the address.
+_DHCP_SCRIPT = r'''
+ifc=$1
+ip link set dev "$ifc" up
+read t0 _ < /proc/uptime
+case $2 in
+    dhclient) dhclient -1 "$ifc" || exit 1 ;;
+    udhcpc) udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script \
+        >/dev/null 2>&1 || exit 1 ;;
+esac
 i=0
-while [ $i -lt 150 ]; do
+while [ $i -lt 300 ]; do
     addr=$(ip -o -4 addr show dev "$ifc" | awk '{print $4}' | head -n 1)
-    [ -n "$addr" ] && { echo "$addr"; exit 0; }
-    i=$((i + 1)); sleep 0.2
+    if [ -n "$addr" ]; then
+        read t1 _ < /proc/uptime
+        echo "$addr"
+        echo "waited $t0 $t1"
+        exit 0
+    fi
+    i=$((i + 1)); sleep 0.1
 done
 exit 1
 '''
@@ -254,6 +307,91 @@ def _host_keys(types, hostname):
     return keys
 
 
+# The staging directory of a batch, as a step argument.
+_STAGED = object()
+
+# Steps in the order they happen and are reported.
+STEPS = ('mac', 'entropy', 'hostname', 'ssh_host_keys', 'machine_id',
+         'clock', 'network', 'hooks')
+
+# A clock set from an offset within this of the host's is kept; otherwise
+# the engine sets it with guest-set-time.
+_CLOCK_TOLERANCE_S = 0.1
+
+
+class _Batch:
+    """Guest-side steps run by one guest-exec.
+
+    One shell script holds each step's script as a function whose body runs
+    in a subshell (its ``exit`` ends the step, not the batch) and reports,
+    after a marker line, the step's exit code, the guest's uptime around it
+    and its output. Files the steps need (seeds, keys) travel as a tar
+    archive on stdin into a private directory on /run, removed at the end.
+    """
+
+    def __init__(self):
+        self.steps = []     # (step, script, args)
+        self.files = {}     # name in the staging directory: bytes
+
+    def add(self, step, script, *args):
+        self.steps.append((step, script, args))
+
+    def __bool__(self):
+        return bool(self.steps)
+
+    def argv(self, marker):
+        """The command line: the script and its arguments."""
+        args = [marker]
+        body = ['m=$1',
+                'd=$(mktemp -d /run/nls-id.XXXXXX 2>/dev/null || mktemp -d)'
+                ' || exit 1']
+        if self.files:
+            body.append('tar -x -C "$d" || { rm -rf "$d"; exit 1; }')
+        for i, (step, script, step_args) in enumerate(self.steps):
+            refs = []
+            for arg in step_args:
+                if arg is _STAGED:
+                    refs.append('"$d"')
+                else:
+                    args.append(arg)
+                    refs.append('"${%d}"' % len(args))
+            body += ['_s%d() (%s)' % (i, script),
+                     'read t0 _ < /proc/uptime',
+                     'o=$(_s%d %s 2>&1); r=$?' % (i, ' '.join(refs)),
+                     'read t1 _ < /proc/uptime',
+                     'printf "%%s %%s %%s %%s %%s\\n%%s\\n" "$m" %s "$r" "$t0"'
+                     ' "$t1" "$o"' % step]
+        body.append('rm -rf "$d"')
+        return ['/bin/sh', '-c', '\n'.join(body), 'sh'] + args
+
+    def stdin(self):
+        if not self.files:
+            return None
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w') as tar:
+            for name, data in self.files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o600
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    @staticmethod
+    def parse(marker, out):
+        """``{step: (exit code, output, guest seconds)}`` from the output."""
+        results, current = {}, None
+        for line in out.decode(errors='replace').split('\n'):
+            head = line.split(' ')
+            if head[0] == marker and len(head) == 5:
+                current = head[1]
+                results[current] = [int(head[2]), [],
+                                    float(head[4]) - float(head[3])]
+            elif current is not None:
+                results[current][1].append(line)
+        return {step: (rc, '\n'.join(lines).strip(), seconds)
+                for step, (rc, lines, seconds) in results.items()}
+
+
 class _Steps:
     """Runs the steps on one guest and collects their reports."""
 
@@ -263,137 +401,220 @@ class _Steps:
         self.timeout = timeout
         self.reports = []
         self.facts = {}
+        self.dhcp_stop = None   # the report of stopping the DHCP client
 
-    def script(self, step, script, *args, stdin=None):
-        """Run ``script`` with ``args``; record and return its report."""
-        try:
-            rc, out, err = self.guest.agent_exec(
-                ['/bin/sh', '-c', script, 'sh'] + list(args),
-                timeout=self.timeout, stdin=stdin)
-        except exception.GuestAgentError as e:
-            return self.record(step, Status.FAILED, str(e))
-        text = out.decode(errors='replace').strip()
-        if rc == 0:
-            return self.record(step, Status.DONE, text)
-        if rc == _SKIP:
-            return self.record(step, Status.SKIPPED,
-                               'not applicable in this guest')
-        return self.record(step, Status.FAILED, 'exit %s: %s' % (
-            rc, (err.decode(errors='replace') or text).strip()[-300:]))
-
-    def record(self, step, status, detail):
-        report = StepReport(step, status, detail)
+    def record(self, step, status, detail, seconds=None):
+        report = StepReport(step, status, detail,
+                            None if seconds is None else round(seconds, 3))
         self.reports.append(report)
         log = LOG.warning if status == Status.FAILED else LOG.debug
         log('Clone %s: %s %s: %s', self.identity.name, step, status.value,
             detail)
         return report
 
-    def mac(self):
-        if not (self.identity.old_mac and self.identity.mac):
-            self.record('mac', Status.SKIPPED, 'the clone has no NIC')
-            return
-        r = self.script('mac', _MAC_SCRIPT, self.identity.old_mac,
-                        self.identity.mac)
-        if r.status == Status.DONE:
-            self.facts['interface'] = r.detail
-            self.facts['mac'] = self.identity.mac
-
-    def entropy(self):
-        seed = os.urandom(64)
+    def run(self, batch):
+        """Run ``batch``; ``{step: StepReport}`` (not yet recorded)."""
+        if not batch:
+            return {}
+        marker = '@nls-%s' % uuidlib.uuid4().hex
         try:
-            handle = self.guest.agent_command(
-                'guest-file-open', {'path': '/dev/urandom', 'mode': 'w'})
-            try:
-                self.guest.agent_command('guest-file-write', {
-                    'handle': handle,
-                    'buf-b64': base64.b64encode(seed).decode()})
-            finally:
-                self.guest.agent_command('guest-file-close',
-                                         {'handle': handle})
+            rc, out, err = self.guest.agent_exec(
+                batch.argv(marker), timeout=self.timeout * len(batch.steps),
+                stdin=batch.stdin())
         except exception.GuestAgentError as e:
-            self.record('entropy', Status.FAILED, str(e))
-            return
-        genid = self.guest.genid()
-        r = self.script('entropy', _RESEED_SCRIPT, stdin=os.urandom(64))
-        if r.status == Status.SKIPPED:
-            # Mixed in, not credited: the CRNG uses it at its next reseed.
-            self.reports[-1] = StepReport(
-                'entropy', Status.DONE, 'new generation ID %s; 64 bytes mixed '
-                'into the pool (no tool to reseed the CRNG at once)' % genid)
-        elif r.status == Status.DONE:
-            self.reports[-1] = StepReport(
-                'entropy', Status.DONE, 'new generation ID %s; %s'
-                % (genid, r.detail))
-        self.facts['genid'] = genid
+            return {step: StepReport(step, Status.FAILED, str(e))
+                    for step, _, _ in batch.steps}
+        results = _Batch.parse(marker, out)
+        reports = {}
+        for step, _, _ in batch.steps:
+            if step not in results:
+                reports[step] = StepReport(step, Status.FAILED, (
+                    'the guest script ended (exit %s) before this step: %s'
+                    % (rc, err.decode(errors='replace').strip()[-300:])))
+                continue
+            code, text, seconds = results[step]
+            if code == 0:
+                status = Status.DONE
+            elif code == _SKIP:
+                status, text = Status.SKIPPED, 'not applicable in this guest'
+            else:
+                status, text = Status.FAILED, 'exit %s: %s' % (code,
+                                                               text[-300:])
+            reports[step] = StepReport(step, status, text, seconds)
+        return reports
 
-    def hostname(self):
-        r = self.script('hostname', _HOSTNAME_SCRIPT, self.identity.hostname)
+    def keep(self, report, detail=None, extra_s=0.0):
+        """Record a batch's report for a step, optionally reworded."""
+        return self.record(report.step, report.status,
+                           report.detail if detail is None else detail,
+                           (report.seconds or 0.0) + extra_s)
+
+    def clock_offset_ns(self):
+        """Host time minus guest time, from one guest-get-time."""
+        before = time.time_ns()
+        guest_ns = self.guest.agent_command('guest-get-time')
+        return (before + time.time_ns()) // 2 - guest_ns
+
+    # Steps 1-3 ---------------------------------------------------------------
+
+    def identify(self):
+        """mac, entropy and hostname in one script; returns the guest's SSH
+        host key types, or a StepReport saying why there are none."""
+        batch = _Batch()
+        nic = self.identity.old_mac and self.identity.mac
+        if nic:
+            batch.add('mac', _MAC_SCRIPT, self.identity.old_mac,
+                      self.identity.mac)
+        batch.add('entropy', _RESEED_SCRIPT, _STAGED)
+        batch.files = {'mix': os.urandom(64), 'credit': os.urandom(64)}
+        batch.add('hostname', _HOSTNAME_SCRIPT, self.identity.hostname)
+        got = self.run(batch)
+
+        if not nic:
+            self.record('mac', Status.SKIPPED, 'the clone has no NIC')
+        else:
+            r = self.keep(got['mac'])
+            if r.status == Status.DONE:
+                self.facts['interface'] = r.detail
+                self.facts['mac'] = self.identity.mac
+        r = got['entropy']
+        if r.status != Status.FAILED:
+            genid = self.guest.genid()
+            self.facts['genid'] = genid
+            # Skipped: mixed in, not credited; the CRNG uses it at its next
+            # reseed.
+            r = dataclasses.replace(r, status=Status.DONE, detail=(
+                'new generation ID %s; %s' % (genid, r.detail)
+                if r.status == Status.DONE else
+                'new generation ID %s; 64 bytes mixed into the pool (no tool '
+                'to reseed the CRNG at once)' % genid))
+        self.keep(r)
+        r = self.keep(got['hostname'])
         if r.status == Status.DONE:
             self.facts['hostname'] = self.identity.hostname
 
-    def ssh_host_keys(self):
-        """New host keys of the types the guest had.
-
-        They are made on the host, where ssh-keygen runs natively (an RSA
-        key takes seconds under TCG) from the host's entropy, and written
-        through the agent; the guest makes its own when the host cannot.
-        """
-        r = self.script('ssh_host_keys', _SSH_TYPES_SCRIPT)
+    def ssh_key_types(self):
+        """The guest's SSH host key types, or the report of why none."""
+        batch = _Batch()
+        batch.add('ssh_host_keys', _SSH_TYPES_SCRIPT)
+        r = self.run(batch)['ssh_host_keys']
         if r.status != Status.DONE:
-            return
-        self.reports.pop()
-        types = [t for t in r.detail.split() if re.fullmatch(r'[a-z0-9]+', t)]
-        try:
-            for name, data in _host_keys(types or ['ed25519'],
-                                         self.identity.hostname):
-                self.guest.agent_write_file('/etc/ssh/.nls-new-' + name, data)
-        except (OSError, subprocess.CalledProcessError) as e:
-            LOG.info('Host-side SSH key generation failed (%s); the guest '
-                     'generates its own', e)
-        except exception.GuestAgentError as e:
-            self.record('ssh_host_keys', Status.FAILED, str(e))
-            return
-        r = self.script('ssh_host_keys', _SSH_INSTALL_SCRIPT)
-        if r.status == Status.DONE:
-            self.facts['ssh_host_keys'] = r.detail.splitlines()
+            return r
+        return [t for t in r.detail.split() if re.fullmatch(r'[a-z0-9]+', t)]
 
-    def machine_id(self):
-        r = self.script('machine_id', _MACHINE_ID_SCRIPT,
-                        self.identity.machine_id)
+    # Steps 4-6 ---------------------------------------------------------------
+
+    def secrets(self, types, keys):
+        """ssh_host_keys, machine_id and clock in one script.
+
+        :param types: the guest's key types, or the StepReport of why it
+            has none.
+        :param keys: future of the host-made keys (None without types).
+        """
+        batch = _Batch()
+        if isinstance(types, list):
+            batch.add('ssh_host_keys', _SSH_INSTALL_SCRIPT, _STAGED)
+            try:
+                batch.files = dict(keys.result())
+            except (OSError, subprocess.CalledProcessError) as e:
+                LOG.info('Host-side SSH key generation failed (%s); the guest '
+                         'generates its own', e)
+        batch.add('machine_id', _MACHINE_ID_SCRIPT, self.identity.machine_id)
+        try:
+            offset = self.clock_offset_ns()
+        except exception.GuestAgentError:
+            offset = None
+        else:
+            batch.add('clock', _CLOCK_SCRIPT, '%s%d.%09d' % (
+                '-' if offset < 0 else '+', *divmod(abs(offset), 10 ** 9)))
+        if self.facts.get('interface'):
+            # Last: networkd must restart after the new machine-id.
+            batch.add('network', _DHCP_STOP_SCRIPT, self.facts['interface'])
+        got = self.run(batch)
+        self.dhcp_stop = got.get('network')
+
+        if isinstance(types, list):
+            r = self.keep(got['ssh_host_keys'])
+            if r.status == Status.DONE:
+                self.facts['ssh_host_keys'] = r.detail.splitlines()
+        else:
+            self.keep(types)
+        r = self.keep(got['machine_id'])
         if r.status == Status.DONE:
             self.facts['machine_id'] = r.detail
+        self.clock(got.get('clock'))
 
-    def clock(self):
+    def clock(self, offset_report):
+        """Keep the clock the script set when it is within tolerance of the
+        host's; otherwise set it with guest-set-time."""
+        started = time.monotonic()
         try:
+            if offset_report is not None and \
+                    offset_report.status == Status.DONE:
+                skew = abs(self.clock_offset_ns()) / 1e9
+                if skew <= _CLOCK_TOLERANCE_S:
+                    self.keep(offset_report, 'set from an offset; %.3f s '
+                              'from the host' % skew,
+                              time.monotonic() - started)
+                    return
             self.guest.agent_command('guest-set-time',
                                      {'time': time.time_ns()},
                                      timeout=self.timeout)
-            guest_ns = self.guest.agent_command('guest-get-time')
+            skew = abs(self.clock_offset_ns()) / 1e9
         except exception.GuestAgentError as e:
-            self.record('clock', Status.FAILED, str(e))
+            self.record('clock', Status.FAILED, str(e),
+                        time.monotonic() - started)
             return
-        skew = abs(guest_ns - time.time_ns()) / 1e9
-        self.record('clock', Status.DONE, 'set; %.3f s from the host' % skew)
+        self.record('clock', Status.DONE, 'set with guest-set-time; %.3f s '
+                    'from the host' % skew, time.monotonic() - started)
 
-    def network(self, set_link_up):
-        try:
-            set_link_up()
-        except exception.LiveSnapshotError as e:
-            self.record('network', Status.FAILED, 'link up: %s' % e)
-            return
+    # Steps 7-8 ---------------------------------------------------------------
+
+    def connect(self, set_link_up, hooks_dir):
+        """Link up, then network and hooks in one script.
+
+        The link stays down when the source's DHCP client could not be
+        stopped: it would ask for the source's lease.
+        """
+        started = time.monotonic()
         ifc = self.facts.get('interface')
-        if not ifc:
-            self.record('network', Status.SKIPPED, 'no interface with the '
+        stop = self.dhcp_stop
+        network = None
+        if stop is not None and stop.status == Status.FAILED:
+            network = dataclasses.replace(stop, seconds=None, detail=(
+                'stopping the DHCP client, link left down: %s' % stop.detail))
+        else:
+            try:
+                set_link_up()
+            except exception.LiveSnapshotError as e:
+                network = StepReport('network', Status.FAILED,
+                                     'link up: %s' % e)
+            else:
+                if not ifc:
+                    network = StepReport(
+                        'network', Status.SKIPPED, "no interface with the "
                         "image's MAC was found in the guest")
-            return
-        r = self.script('network', _DHCP_SCRIPT, ifc)
-        if r.status == Status.DONE:
-            self.facts['ipv4'] = r.detail
-
-    def hooks(self, hooks_dir):
-        self.script('hooks', _HOOKS_SCRIPT, self.identity.name,
-                    self.identity.uuid, hooks_dir)
+                elif stop.status == Status.SKIPPED:
+                    network = dataclasses.replace(stop, seconds=None, detail=(
+                        'no DHCP client known here (networkd, dhclient, '
+                        'udhcpc)'))
+        # The step's time: stopping the client, the link, the lease.
+        link_s = time.monotonic() - started + (
+            (stop.seconds or 0.0) if stop is not None else 0.0)
+        batch = _Batch()
+        if network is None:
+            batch.add('network', _DHCP_SCRIPT, ifc, stop.detail)
+        batch.add('hooks', _HOOKS_SCRIPT, self.identity.name,
+                  self.identity.uuid, hooks_dir)
+        got = self.run(batch)
+        r = self.keep(network or got['network'], extra_s=link_s)
+        if network is None and r.status == Status.DONE:
+            lines = r.detail.splitlines()
+            self.facts['ipv4'] = lines[0]
+            if len(lines) > 1 and lines[1].startswith('waited '):
+                t0, t1 = lines[1].split()[1:3]
+                self.facts['dhcp_wait_s'] = round(float(t1) - float(t0), 2)
+        self.keep(got['hooks'])
 
 
 def reset(guest, identity, set_link_up, *, agent_timeout=30,
@@ -404,8 +625,9 @@ def reset(guest, identity, set_link_up, *, agent_timeout=30,
     :param identity: :class:`NewIdentity`
     :param set_link_up: callable that sets the clone's NIC link up (the clone
         is restored with its link down)
-    :returns: :class:`IdentityReport`; when the agent never answers, the
-        report says so (``agent`` False) and nothing was changed.
+    :returns: :class:`IdentityReport`, its steps in the order of
+        :data:`STEPS`; when the agent never answers, the report says so
+        (``agent`` False) and nothing was changed.
     """
     deadline = time.monotonic() + agent_timeout
     while not guest.agent_ping(timeout=2):
@@ -414,13 +636,15 @@ def reset(guest, identity, set_link_up, *, agent_timeout=30,
                              % agent_timeout)
         time.sleep(0.1)
     steps = _Steps(guest, identity, step_timeout)
-    for run in (steps.mac, steps.entropy, steps.hostname,
-                steps.ssh_host_keys, steps.machine_id, steps.clock,
-                lambda: steps.network(set_link_up),
-                lambda: steps.hooks(hooks_dir)):
-        started = time.monotonic()
-        run()
-        steps.reports[-1] = dataclasses.replace(
-            steps.reports[-1], seconds=round(time.monotonic() - started, 3))
+    types = steps.ssh_key_types()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        keys = None
+        if isinstance(types, list):
+            # An RSA key takes about 0.5 s here: made while steps 1-3 run.
+            keys = pool.submit(_host_keys, types or ['ed25519'],
+                               identity.hostname)
+        steps.identify()
+        steps.secrets(types, keys)
+    steps.connect(set_link_up, hooks_dir)
     return IdentityReport(agent=True, steps=tuple(steps.reports),
                           facts=steps.facts)

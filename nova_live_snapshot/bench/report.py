@@ -75,7 +75,46 @@ def _plots(result, out_dir):
         ax.legend()
         ax.set_title('Restore time against RAM')
         files.append(save(fig, 'restore-vs-ram.png'))
+    if result.get('warm_ready'):
+        files.append(save(_warm_plot(plt, result), 'ready-warm.png'))
     return files
+
+
+def _warm_plot(plt, result):
+    """Cold boot split into boot-to-agent, warm-up and the rest, beside
+    the clone, for both Debian comparisons."""
+    warm, sshd = result['warm_ready'], result.get('sshd_ready')
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    labels, boot, warmup, rest, clone = [], [], [], [], []
+    if sshd:
+        labels += ['cold boot\nto sshd', 'clone\nto sshd']
+        boot += [sshd['cold_s']['median'], 0]
+        warmup += [0, 0]
+        rest += [0, 0]
+        clone += [0, sshd['clone_s']['median']]
+    agent = warm['cold_boot_to_agent_s']['median']
+    up = warm['warmup_s']['median']
+    labels += ['cold boot\n+ warm-up\nto serving', 'clone\n(captured warm)\n'
+               'to serving']
+    boot += [agent, 0]
+    warmup += [up, 0]
+    rest += [max(0.0, warm['cold_s']['median'] - agent - up), 0]
+    clone += [0, warm['clone_s']['median']]
+    ax.bar(labels, boot, color='#999999', label='boot (until the agent '
+           'answers)')
+    ax.bar(labels, warmup, bottom=boot, color='#d08c2a',
+           label='warm-up (%g s of CPU)' % warm['cpu_s'])
+    ax.bar(labels, rest, bottom=[b + w for b, w in zip(boot, warmup)],
+           color='#cccccc', label='rest (boot, DHCP, first answer)')
+    ax.bar(labels, clone, color='#2a7ab0', label='clone: restore, '
+           're-identification')
+    ax.set_ylabel('seconds (median)')
+    ax.set_title('Debian: %s with the warm-up%s' % (
+        '%.1fx' % warm['ratio_cold_over_clone'],
+        ', %.1fx without' % sshd['ratio_cold_over_clone'] if sshd else ''))
+    ax.legend(fontsize='x-small')
+    ax.tick_params(axis='x', labelsize='small')
+    return fig
 
 
 def markdown(result, plots=()):
@@ -130,14 +169,25 @@ def markdown(result, plots=()):
             row['per_clone_disk_mib'], row['memory_stream_copies']))
     lines.append('')
     if result.get('size'):
-        lines += ['## Size', '',
-                  '| RAM | touched | memory image | pause | restore |',
-                  '|---|---|---|---|---|']
-        for row in result['size']:
-            lines.append('| %d MiB | %d MiB | %.1f MiB | %.1f ms | %s |' % (
-                row['ram_mib'], row['touched_mib'], row['memory_image_mib'],
-                row['pause_ms'], _fmt(row['restore_s'])))
-        lines.append('')
+        lines += ['## Size', ''] + _table(
+            ('RAM', 'touched', 'memory image', 'pause', 'restore'),
+            [('%d MiB' % r['ram_mib'], '%d MiB' % r['touched_mib'],
+              '%.1f MiB' % r['memory_image_mib'], '%.1f ms' % r['pause_ms'],
+              _fmt(r['restore_s'])) for r in result['size']])
+    if result.get('compression'):
+        lines += ['## Memory image compression', ''] + _table(
+            ('format', 'memory image', 'compression', 'restore'),
+            [(r['format'], '%.1f MiB' % r['size_mib'],
+              '%.2f s' % r['compress_s'], _fmt(r['restore_s']))
+             for r in result['compression']])
+        lines += ['An idle busybox guest of %s MiB, saved raw once. The '
+                  'engine has no compression option and libvirt compresses '
+                  'only when qemu.conf sets `save_image_format` for the whole '
+                  'daemon, so the QEMU stream was compressed with the program '
+                  'libvirt runs (`<format> -c`, through a pipe) under a header '
+                  'that names the format; libvirt\'s own restore read each '
+                  'image, piping it through `<format> -dc` into QEMU.'
+                  % g.get('memory_mib'), '']
     if result.get('sshd_ready'):
         r = result['sshd_ready']
         lines += ['## Debian guest: until sshd answers', '',
@@ -148,9 +198,64 @@ def markdown(result, plots=()):
                   % _fmt(r['clone_s']),
                   '| **ratio cold / clone** | **%.2f** |'
                   % r['ratio_cold_over_clone'], '']
+        lines += _profile_lines(r.get('clone_profile'))
+    if result.get('warm_ready'):
+        r = result['warm_ready']
+        lines += ['## Debian guest: a workload that warms up before it '
+                  'serves', '',
+                  'The workload fills a cache of SHA-256 chains in memory for '
+                  '%g s of CPU, then serves one line per TCP connection. It is '
+                  'started through the guest agent as soon as the agent '
+                  'answers; the source is captured once it serves.'
+                  % r['cpu_s'], '',
+                  '| | |', '|---|---|',
+                  '| cold: boot until the agent answers | %s |'
+                  % _fmt(r['cold_boot_to_agent_s']),
+                  '| cold: the warm-up itself (start to serving, as the '
+                  'workload measured it) | %s |' % _fmt(r['warmup_s']),
+                  '| cold boot and warm-up until the workload serves | %s |'
+                  % _fmt(r['cold_s']),
+                  '| clone (captured warm) until the workload serves on its '
+                  'new address | %s |' % _fmt(r['clone_s']),
+                  '| every clone answered with its source\'s token (resumed, '
+                  'not warmed up again) | %s |'
+                  % ('yes' if r['clones_resumed_source'] else '**no**'),
+                  '| **ratio cold / clone, with the warm-up** | **%.2f** |'
+                  % r['ratio_cold_over_clone'], '']
+        if result.get('sshd_ready'):
+            lines += ['The same guest without the warm-up (previous '
+                      'section): %.2f.'
+                      % result['sshd_ready']['ratio_cold_over_clone'], '']
     for name in plots:
         lines += ['![%s](%s)' % (name, name), '']
     return '\n'.join(lines)
+
+
+def _table(heads, rows):
+    """A markdown table, then an empty line."""
+    return (['| %s |' % ' | '.join(heads), '|%s' % ('---|' * len(heads))]
+            + ['| %s |' % ' | '.join(row) for row in rows] + [''])
+
+
+def _profile_lines(profile):
+    """Where the clones' spawn time went."""
+    if not profile:
+        return []
+    lines = ['Where a clone\'s spawn went (%s in all): ' % _fmt(
+        profile['spawn_s']), '',
+        '| part | time |', '|---|---|',
+        '| restore (header, FIFO, QEMU start, define) | %s |'
+        % _fmt(profile['restore_s'])]
+    for step in profile['steps']:
+        lines.append('| re-identification: %s | %s |' % (
+            step['step'], _fmt(step['seconds'])))
+    lines += ['| agent round trips and host side | %s |'
+              % _fmt(profile['agent_round_trips_s']),
+              '| of the network step: waiting for the DHCP server\'s '
+              'lease | %s |' % _fmt(profile['dhcp_wait_s']), '',
+              'Step times are the guest\'s own (its uptime around each '
+              'step), plus the host\'s link change for the network step.', '']
+    return lines
 
 
 def write(result, out_dir):

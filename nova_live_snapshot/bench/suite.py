@@ -7,15 +7,17 @@ Each measurement returns plain data; :func:`run` assembles the result that
 import contextlib
 import os
 import platform
+import shutil
 import statistics
 import subprocess
-import sys
 import time
 import uuid as uuidlib
 
+from nova_live_snapshot.bench import workload
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
 
 __all__ = ['run']
@@ -124,27 +126,22 @@ class Bench:
 
     def restore_floor(self, image_name, reps):
         """The engine's restore against a plain restore of an unmodified
-        save image of the same guest, and against starting it paused."""
+        save image of the same guest, and against starting it paused; one
+        of each per round, so that all see the same load."""
         engine_s, spawn_s, plain_s, paused_s = [], [], [], []
-        for _ in range(reps):
-            (clone,) = self.engine.spawn(image_name, exact_copy=True)
-            engine_s.append(clone.restore_s)
-            self.engine.destroy(clone.name)
-            (clone,) = self.engine.spawn(image_name)
-            spawn_s.append(clone.spawn_s)
-            self.engine.destroy(clone.name)
         # A plain save image: save a source, then restore it as it is.
         guest, _ = self.boot_ready('plain')
         save_path = os.path.join(self.guest_image.work_dir, guest.name,
                                  'plain.save')
         for _ in range(reps):
+            (clone,) = self.engine.spawn(image_name, exact_copy=True)
+            engine_s.append(clone.restore_s)
+            self.engine.destroy(clone.name)
             guest.save(save_path)
             started = time.monotonic()
             self.host.restore(save_path)
             plain_s.append(time.monotonic() - started)
             guest = self.host.lookup(guest.name)
-        os.unlink(save_path)
-        for _ in range(reps):
             # The same domain (own overlay and log), started paused: QEMU's
             # start-up, which every restore pays too.
             name = self.name('paused')
@@ -152,6 +149,10 @@ class Bench:
             self.guest_image.boot(self.host, name, paused=True)
             paused_s.append(time.monotonic() - started)
             self.guest_image.remove(self.host, name)
+            (clone,) = self.engine.spawn(image_name)
+            spawn_s.append(clone.spawn_s)
+            self.engine.destroy(clone.name)
+        os.unlink(save_path)
         eng, plain, paused = (statistics.median(engine_s),
                               statistics.median(plain_s),
                               statistics.median(paused_s))
@@ -221,44 +222,170 @@ class Bench:
                 self.drop_source(guest)
         return rows
 
+    def debian(self, guest_dir):
+        return testbed.TestGuest(guest_dir, self.guest_image.work_dir,
+                                 network=self.conf.clone_network)
+
+    def side_by_side(self, image, reps, what, booted, spawned,
+                     captured=None):
+        """Cold boots of ``image`` against clones, interleaved so that both
+        sides see the same load on a shared host: boot, capture that boot
+        (then drop it), then clone, boot, clone... ``booted(guest,
+        started)`` and ``spawned(clone, started)`` wait until the guest
+        serves and return a value; ``captured(source)`` runs before the
+        capture.
+
+        Boots and the source never run together: every boot of the Debian
+        guest has the same machine-id, hence the same DHCP client
+        identifier and address.
+
+        :returns: (cold seconds, booted values, clone seconds, spawned
+            values)
+        """
+        cold_s, cold, clone_s, clones = [], [], [], []
+
+        def boot():
+            name = self.name(what)
+            started = time.monotonic()
+            guest = image.boot(self.host, name)
+            self.sources.append(name)
+            cold.append(booted(guest, started))
+            cold_s.append(time.monotonic() - started)
+            return guest
+
+        source = boot()
+        if captured is not None:
+            captured(source)
+        captured_image = self.capture(source).image
+        self.drop_source(source)
+        for i in range(reps):
+            started = time.monotonic()
+            (clone,) = self.engine.spawn(captured_image.name)
+            try:
+                clones.append(spawned(clone, started))
+                clone_s.append(time.monotonic() - started)
+            finally:
+                self.engine.destroy(clone.name)
+            if i < reps - 1:
+                self.drop_source(boot())
+        self.engine.delete_image(captured_image.name)
+        self.images.pop()
+        return cold_s, cold, clone_s, clones
+
     def sshd_ready(self, guest_dir, netns, reps):
         """On the Debian guest: cold boot until sshd answers, against clone
         spawn (restore and re-identification, new host keys included) until
         sshd answers on the clone's new address."""
-        debian = testbed.TestGuest(guest_dir, self.guest_image.work_dir,
-                                   network=self.conf.clone_network)
-        cold_s, clone_s = [], []
-        source = None
-        for _ in range(reps):
-            name = self.name('deb')
-            started = time.monotonic()
-            guest = debian.boot(self.host, name)
+        debian = self.debian(guest_dir)
+
+        def booted(guest, started):
             addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
-                                     what='a DHCP lease for %s' % name)
-            _wait_ssh(netns, addr, started + 300)
-            cold_s.append(time.monotonic() - started)
-            if source is None:
-                source = guest
-                testbed.wait_ready(source, timeout=120)
-                self.sources.append(name)
-            else:
-                debian.remove(self.host, name)
-        image = self.capture(source).image
-        for _ in range(reps):
-            started = time.monotonic()
-            (clone,) = self.engine.spawn(image.name)
+                                     what='a DHCP lease for %s' % guest.name)
+            return workload.wait_banner(netns, addr, 22, 'SSH-',
+                                        started + 300)
+
+        def spawned(clone, started):
             addr = clone.identity['facts']['ipv4'].split('/')[0]
-            _wait_ssh(netns, addr, started + 300)
-            clone_s.append(time.monotonic() - started)
-            self.engine.destroy(clone.name)
-        self.engine.delete_image(image.name)
-        self.images.pop()
-        debian.remove(self.host, source.name)
-        self.sources.remove(source.name)
+            workload.wait_banner(netns, addr, 22, 'SSH-', started + 300)
+            return clone
+
+        cold_s, _, clone_s, clones = self.side_by_side(
+            debian, reps, 'deb', booted, spawned,
+            captured=lambda source: testbed.wait_ready(source, timeout=120))
         return {'cold_s': _stats(cold_s), 'clone_s': _stats(clone_s),
                 'ratio_cold_over_clone': round(
                     statistics.median(cold_s) / statistics.median(clone_s),
-                    2)}
+                    2),
+                'clone_profile': _clone_profile(clones)}
+
+    def warm_ready(self, guest_dir, netns, reps, cpu_s):
+        """On the Debian guest, with a workload that warms up in memory for
+        ``cpu_s`` seconds of CPU before it serves: cold boot, warm-up and
+        serving, against a clone of a source captured once it served.
+
+        The workload starts through the guest agent as soon as the agent
+        answers (as an application starts at boot); its own warm-up time
+        (start to serving) is reported apart.
+        """
+        debian = self.debian(guest_dir)
+        agent_s = []
+
+        def booted(guest, started):
+            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 300,
+                              interval=0.2, what='the agent of %s'
+                              % guest.name)
+            agent_s.append(time.monotonic() - started)
+            workload.start_warm(guest, cpu_s)
+            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                     what='a DHCP lease for %s' % guest.name)
+            return workload.parse_warm(workload.wait_banner(
+                netns, addr, workload.WARM_PORT, 'WARM ',
+                started + 300 + 20 * cpu_s))
+
+        def spawned(clone, started):
+            addr = clone.identity['facts']['ipv4'].split('/')[0]
+            banner = workload.parse_warm(workload.wait_banner(
+                netns, addr, workload.WARM_PORT, 'WARM ', started + 300))
+            return clone, banner
+
+        cold_s, cold, clone_s, results = self.side_by_side(
+            debian, reps, 'warm', booted, spawned)
+        clones, resumed = zip(*results)
+        return {'cpu_s': cpu_s,
+                'cold_s': _stats(cold_s),
+                'cold_boot_to_agent_s': _stats(agent_s),
+                'warmup_s': _stats([b.warmup_s for b in cold]),
+                'clone_s': _stats(clone_s),
+                'entries': cold[0].entries,
+                # Every clone answered with its source's token (the first
+                # boot's): it resumed the warm process, it did not warm up
+                # again.
+                'clones_resumed_source': all(b == cold[0] for b in resumed),
+                'ratio_cold_over_clone': round(
+                    statistics.median(cold_s) / statistics.median(clone_s),
+                    2),
+                'clone_profile': _clone_profile(clones)}
+
+    def compression(self, formats, reps):
+        """Memory image size and restore time per compression format.
+
+        The engine has no compression option, and libvirt compresses save
+        images only when qemu.conf's ``save_image_format`` says so (global
+        to libvirtd). So a guest is saved once, raw; its QEMU stream is
+        compressed by the program libvirt would run (``<format> -c``) into
+        a save image whose header names the format, and libvirt's own
+        restore reads it, piping the stream through ``<format> -dc`` into
+        QEMU as it does for the images it compresses itself.
+        """
+        guest, _ = self.boot_ready('zip')
+        work = os.path.join(self.guest_image.work_dir, guest.name)
+        raw_path = os.path.join(work, 'raw.save')
+        guest.save(raw_path)
+        self.sources.remove(guest.name)
+        with open(raw_path, 'rb') as f:
+            save = saveimage.read(f, os.fstat(f.fileno()).st_size,
+                                  raw_path)
+        rows = []
+        try:
+            for fmt in formats:
+                path, compress_s = _compressed_copy(raw_path, save, fmt,
+                                                    work)
+                restore_s = []
+                for _ in range(reps):
+                    started = time.monotonic()
+                    self.host.restore(path)
+                    restore_s.append(time.monotonic() - started)
+                    self.host.lookup(guest.name).remove()
+                rows.append({
+                    'format': fmt,
+                    'size_mib': round(os.path.getsize(path) / 2 ** 20, 1),
+                    'compress_s': round(compress_s, 2),
+                    'restore_s': _stats(restore_s)})
+                if path != raw_path:
+                    os.unlink(path)
+        finally:
+            self.guest_image.remove(self.host, guest.name)
+        return rows
 
     def engine_for(self, **overrides):
         return engine_mod.Engine(conf_mod.derive(self.conf, **overrides),
@@ -290,30 +417,57 @@ class Bench:
         return rows
 
 
-_SSH_PROBE = """
-import socket, sys, time
-addr, deadline = sys.argv[1], time.time() + float(sys.argv[2])
-while time.time() < deadline:
-    try:
-        with socket.create_connection((addr, 22), timeout=1) as s:
-            s.settimeout(5)
-            if s.recv(4).startswith(b'SSH-'):
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-"""
+def _clone_profile(clones):
+    """Where a clone's time to sshd went: restore, each re-identification
+    step (guest-side time), the rest (agent round trips, host side) and, of
+    the network step, the wait for the DHCP server's answer."""
+    steps = {}
+    for clone in clones:
+        for step in clone.identity['steps']:
+            steps.setdefault(step['step'], []).append(step['seconds'] or 0.0)
+    rest = [c.spawn_s - c.restore_s
+            - sum(s['seconds'] or 0.0 for s in c.identity['steps'])
+            for c in clones]
+    return {'spawn_s': _stats([c.spawn_s for c in clones]),
+            'restore_s': _stats([c.restore_s for c in clones]),
+            # A list: the steps' order survives the sorted JSON.
+            'steps': [{'step': step, 'seconds': _stats(v)}
+                      for step, v in steps.items()],
+            'agent_round_trips_s': _stats(rest),
+            'dhcp_wait_s': _stats([c.identity['facts'].get('dhcp_wait_s')
+                                   for c in clones])}
 
 
-def _wait_ssh(netns, addr, deadline):
-    """Wait until sshd at ``addr`` sends its banner, probing from inside the
-    test network's namespace (nothing outside it can reach the guests)."""
-    remaining = max(1.0, deadline - time.monotonic())
-    rc = subprocess.run(['ip', 'netns', 'exec', netns, sys.executable, '-c',
-                         _SSH_PROBE, addr, str(remaining)]).returncode
-    if rc != 0:
-        raise TimeoutError('sshd at %s did not answer' % addr)
+# What libvirt 9.0 runs for each save_image_format, and the header value.
+_COMPRESSION = {'raw': saveimage.Compression.RAW,
+                'lzop': saveimage.Compression.LZOP,
+                'gzip': saveimage.Compression.GZIP,
+                'bzip2': saveimage.Compression.BZIP2,
+                'xz': saveimage.Compression.XZ}
+
+
+def _compressed_copy(raw_path, save, fmt, work):
+    """A save image of ``save``'s stream compressed as ``fmt``;
+    (path, seconds the compression took)."""
+    if fmt == 'raw':
+        return raw_path, 0.0
+    path = os.path.join(work, 'image.%s' % fmt)
+    header = saveimage.encode(save.domain_xml, save.cookie,
+                              was_running=save.header.was_running,
+                              compression=_COMPRESSION[fmt])
+    started = time.monotonic()
+    with open(raw_path, 'rb') as src, open(path, 'wb') as dst:
+        dst.write(header)
+        dst.flush()
+        src.seek(save.stream_offset)
+        # Through a pipe, as libvirt feeds QEMU's stream to the program.
+        proc = subprocess.Popen([shutil.which(fmt) or fmt, '-c'],
+                                stdin=subprocess.PIPE, stdout=dst)
+        with proc.stdin:
+            shutil.copyfileobj(src, proc.stdin, 1 << 20)
+        if proc.wait() != 0:
+            raise RuntimeError('%s -c exited %d' % (fmt, proc.returncode))
+    return path, time.monotonic() - started
 
 
 def machine_facts(host):
@@ -330,13 +484,17 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
     result dict (see ``doc/source/benchmarks.rst``).
 
-    The Debian sshd-ready section runs when ``debian_guest_dir`` is given
-    and ``conf.clone_network`` names the test network in ``netns``.
+    The Debian sections (until sshd answers; with a workload that warms up
+    before it serves) run when ``debian_guest_dir`` is given and
+    ``conf.clone_network`` names the test network in ``netns``.
     """
     bench = Bench(conf, progress)
     reps = 2 if quick else 5
     counts = [1, 2] if quick else [1, 2, 4, 8]
     sizes = [128, 256] if quick else [128, 512, 1024]
+    formats = ['raw', 'lzop', 'gzip'] + ([] if quick else ['xz'])
+    debian_reps = 2 if quick else 3
+    warm_cpu_s = 5 if quick else 20
     result = {'quick': quick, 'machine': machine_facts(bench.host),
               'guest': dict(bench.guest_image.meta)}
     try:
@@ -362,14 +520,24 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
         bench.drop_source(source)
         progress('restore time against RAM %s MiB' % sizes)
         result['size'] = bench.size(sizes, 1 if quick else 3)
+        progress('memory image compression %s' % formats)
+        result['compression'] = bench.compression(formats, 1 if quick else 3)
         if debian_guest_dir and conf.clone_network:
             progress('Debian guest: cold boot against clone, until sshd '
-                     'answers (%d each)' % (2 if quick else 3))
+                     'answers (%d each)' % debian_reps)
             result['sshd_ready'] = bench.sshd_ready(
-                debian_guest_dir, netns, 2 if quick else 3)
+                debian_guest_dir, netns, debian_reps)
             result['ready_ratio_cold_over_clone'] = \
                 result['sshd_ready']['ratio_cold_over_clone']
             result['ready_ratio_guest'] = 'debian, sshd'
+            progress('Debian guest: cold boot and a %g s warm-up against '
+                     'clone, until the workload serves (%d each)'
+                     % (warm_cpu_s, debian_reps))
+            result['warm_ready'] = bench.warm_ready(
+                debian_guest_dir, netns, debian_reps, warm_cpu_s)
+            result['ready_ratio_cold_over_clone_warm'] = \
+                result['warm_ready']['ratio_cold_over_clone']
+            result['warmup_s'] = result['warm_ready']['warmup_s']['median']
         else:
             result['ready_ratio_guest'] = 'busybox, workload'
         return result

@@ -76,8 +76,9 @@ def _parser():
                          "[live_snapshot] clone_network, else QEMU's "
                          'user-mode network)')
     b = sub.add_parser('bench', help='benchmark suite: cold boot against '
-                                     'clone, restore floor, capture pause, '
-                                     'scale')
+                                     'clone (with and without a warm-up), '
+                                     'restore floor, capture pause, scale, '
+                                     'size and compression')
     b.add_argument('--quick', action='store_true',
                    help='fewer repetitions and clones (for CI)')
     b.add_argument('--json', action='store_true',
@@ -86,7 +87,8 @@ def _parser():
                    help='directory for result.json, report.md and plots')
     b.add_argument('--debian-guest-dir',
                    help='the Debian guest of tools/build-debian-guest.sh: '
-                        'adds cold boot against clone until sshd answers '
+                        'adds cold boot against clone until sshd answers, '
+                        'and until a workload that warms up first serves '
                         '(needs --network)')
     b.add_argument('--network',
                    help='libvirt network for the guests (the isolated '

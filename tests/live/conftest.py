@@ -55,6 +55,9 @@ class Bed:
         os.chmod(self.root, 0o711)
         self.staging = '/dev/shm/nls-live-%s' % tag
         self.templates = '/dev/shm/nls-live-%s-templates' % tag
+        # The namespace the test network lives in, from which guests are
+        # reached.
+        self.netns = NETNS
         self.conf = self.make_conf()
         self.engine = engine_mod.Engine(self.conf)
         self.host = self.engine.host
@@ -207,14 +210,21 @@ def no_leaks(request):
 
 
 @pytest.fixture(scope='session')
-def debian(bed):
-    """The real Debian guest (systemd, sshd, qemu-guest-agent, networkd),
-    booted on the test network with its workload ready, as a TestGuest and
-    the running source."""
+def debian_guest_dir():
+    """Where tools/build-debian-guest.sh put the Debian guest."""
     guest_dir = os.path.join(CACHE, 'debian-guest')
     if not os.path.exists(os.path.join(guest_dir, 'guest.json')):
         _unavailable('Debian guest not built in %s '
                      '(tools/build-debian-guest.sh)' % guest_dir)
+    return guest_dir
+
+
+@pytest.fixture(scope='session')
+def debian(bed, debian_guest_dir):
+    """The real Debian guest (systemd, sshd, qemu-guest-agent, networkd),
+    booted on the test network with its workload ready, as a TestGuest and
+    the running source."""
+    guest_dir = debian_guest_dir
     image = testbed.TestGuest(guest_dir, os.path.join(bed.root, 'debian'),
                               network=NETWORK)
     name = bed.name('deb')

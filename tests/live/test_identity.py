@@ -102,6 +102,27 @@ def test_each_clone_leases_its_own_address_and_answers_on_it(
     assert not any(c.mac in neigh for c in clones), neigh
 
 
+def test_a_restored_clone_is_off_the_network_until_re_identified(
+        bed, golden):
+    """QEMU takes a restored NIC's link state from the migration stream
+    (the source's: up), whatever the clone's XML says. An exact copy on the
+    shared network, never re-identified and so kept off it, sees no carrier
+    and gets no DHCP lease, though its DHCP client asks with the source's
+    identity."""
+    result, _, _ = golden
+    copies = bed.spawn(result.image.name, exact_copy=True)
+    try:
+        copy = bed.host.lookup(copies[0].name)
+        assert _sh(copy, 'cat /sys/class/net/eth0/carrier') == '0'
+        rc, out, _ = copy.agent_exec(
+            ['/bin/sh', '-c', 'udhcpc -n -q -t 3 -T 1 -i eth0 -s /bin/true '
+             '2>&1'], timeout=30)
+        assert rc != 0, out
+        assert b'obtained' not in out
+    finally:
+        bed.destroy_all(copies)
+
+
 def test_operator_hooks_ran_last_with_the_new_name_and_uuid(four):
     clones, guests = four
     for clone, g in zip(clones, guests):

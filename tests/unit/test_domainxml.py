@@ -46,6 +46,13 @@ def test_each_spec_gets_a_new_identity():
     assert a.mac != b.mac
 
 
+def test_macs_with_link_down_follow_the_spec():
+    down = _spec(network='nls-test', link_up=False)
+    assert domainxml.macs_with_link_down(domainxml.render(down)) == [down.mac]
+    up = _spec(network='nls-test', link_up=True)
+    assert domainxml.macs_with_link_down(domainxml.render(up)) == []
+
+
 def test_random_mac_is_locally_administered_qemu_range():
     for _ in range(50):
         mac = domainxml.random_mac()
