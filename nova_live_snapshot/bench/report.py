@@ -188,6 +188,34 @@ def markdown(result, plots=()):
                   'that names the format; libvirt\'s own restore read each '
                   'image, piping it through `<format> -dc` into QEMU.'
                   % g.get('memory_mib'), '']
+    if result.get('lazy'):
+        lazy = result['lazy']
+        lines += ['## Lazy against eager clones', ''] + _table(
+            ('RAM (half touched)', 'memory image', 'QEMU start alone',
+             'eager restore', 'lazy restore', 'of which state load',
+             'lazy first spawn (template build)', 'host memory, %d eager'
+             % lazy['rows'][0]['eager']['clones'],
+             'host memory, %d lazy (template)'
+             % lazy['rows'][0]['lazy']['clones']),
+            [('%d MiB' % r['ram_mib'], '%.1f MiB' % r['memory_image_mib'],
+              '%.3f s' % r['qemu_start_s'],
+              '%.3f s' % r['eager']['restore_s'],
+              '%.3f s' % r['lazy']['restore_s'],
+              '%s s' % r['lazy']['state_load_s'],
+              '%.2f s' % r['lazy']['first_spawn_s'],
+              '%.0f MiB' % r['eager']['host_total_mib'],
+              '%.0f MiB (%.0f)' % (r['lazy']['host_total_mib'],
+                                   r['lazy']['template_tmpfs_mib']))
+             for r in lazy['rows']])
+        lines += ['Lazy restore of the largest guest over the smallest: '
+                  '**%.2f** (target at most 1.2). Host memory of the '
+                  'concurrent lazy clones over the eager ones, largest '
+                  'guest: **%.3f** (target at most 0.25). Restores are '
+                  'medians of exact copies (no re-identification); host '
+                  'memory is each clone\'s PSS without the template\'s '
+                  'shared pages, plus the template on tmpfs once.'
+                  % (lazy['spawn_ratio_largest_over_smallest'],
+                     lazy['host_memory_lazy_over_eager']), '']
     if result.get('sshd_ready'):
         r = result['sshd_ready']
         lines += ['## Debian guest: until sshd answers', '',

@@ -19,6 +19,7 @@ from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
+from nova_live_snapshot.bench import lazy as lazy_mod
 
 __all__ = ['run']
 
@@ -522,6 +523,12 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
         result['size'] = bench.size(sizes, 1 if quick else 3)
         progress('memory image compression %s' % formats)
         result['compression'] = bench.compression(formats, 1 if quick else 3)
+        lazy_sizes = [128, 256] if quick else [256, 1024]
+        lazy_count = 2 if quick else 8
+        progress('lazy against eager clones, %s MiB, %d concurrent'
+                 % (lazy_sizes, lazy_count))
+        result['lazy'] = lazy_mod.measure(bench, lazy_sizes, lazy_count,
+                                          reps=2 if quick else 3)
         if debian_guest_dir and conf.clone_network:
             progress('Debian guest: cold boot against clone, until sshd '
                      'answers (%d each)' % debian_reps)

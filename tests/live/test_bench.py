@@ -114,3 +114,28 @@ def test_clone_profile_accounts_for_the_spawn(quick):
         < 1.5 * profile['spawn_s']['median']
     assert profile['dhcp_wait_s']['n'] == 2
     assert profile['dhcp_wait_s']['max'] < steps['network']['max']
+
+
+def test_lazy_section_measured_both_modes_and_shared_the_template(quick):
+    """Both modes ran for both sizes; the lazy clones mapped one template
+    (on tmpfs) and their own memory excludes it; the ratios are the ones
+    the rows give."""
+    _, saved = quick
+    lazy = saved['lazy']
+    assert [r['ram_mib'] for r in lazy['rows']] == [128, 256]
+    for row in lazy['rows']:
+        for mode in ('eager', 'lazy'):
+            assert row[mode]['clones'] == 2
+            assert row[mode]['restore_s'] > 0
+        assert row['eager']['template_tmpfs_mib'] == 0
+        assert row['lazy']['template_tmpfs_mib'] > 0
+        assert row['lazy']['state_load_s'] is not None
+        # Both count the template once: the lazy total is the clones' own
+        # memory plus the template.
+        assert row['lazy']['host_total_mib'] == pytest.approx(
+            2 * row['lazy']['own_mib_per_clone']
+            + row['lazy']['template_tmpfs_mib'], abs=1)
+    large = lazy['rows'][-1]
+    assert lazy['host_memory_lazy_over_eager'] == pytest.approx(
+        large['lazy']['host_total_mib'] / large['eager']['host_total_mib'],
+        abs=0.001)
