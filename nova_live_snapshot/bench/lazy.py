@@ -3,10 +3,11 @@ spawn for guests of several sizes, against QEMU start alone, and the host
 memory of N concurrent clones in each mode.
 
 For each size a source guest fills half of its RAM (a quarter below
-512 MiB) with random data in a tmpfs inside itself (memory a warmed-up workload would have touched, which
-no memory image can leave out), is captured, and then, in each mode, one
-spawn that may build the lazy template, timed single spawns, and N
-concurrent clones whose memory is read from ``/proc/<pid>/smaps``.
+512 MiB) with random data in a tmpfs inside itself (memory a warmed-up
+workload would have touched, which no memory image can leave out), is
+captured, and then, in each mode, one spawn that may build the lazy
+template, timed single spawns, and N concurrent clones whose memory is read
+from ``/proc/<pid>/smaps``.
 
 A lazy clone's own memory is its PSS without the template mapping's shared
 pages, plus the pages it copied on write; the host's total adds the
