@@ -523,7 +523,7 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
         result['size'] = bench.size(sizes, 1 if quick else 3)
         progress('memory image compression %s' % formats)
         result['compression'] = bench.compression(formats, 1 if quick else 3)
-        lazy_sizes = [128, 256] if quick else [256, 1024]
+        lazy_sizes = [128, 256] if quick else [128, 256, 1024]
         lazy_count = 2 if quick else 8
         progress('lazy against eager clones, %s MiB, %d concurrent'
                  % (lazy_sizes, lazy_count))
