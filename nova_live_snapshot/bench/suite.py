@@ -171,6 +171,7 @@ class Bench:
             'live_tmpfs': {},
             'live_disk': {'memory_staging': 'never'},
             'save_tmpfs': {'capture_mode': 'save'},
+            'save_disk': {'capture_mode': 'save', 'memory_staging': 'never'},
         }
         out = {}
         for label, overrides in variants.items():

@@ -38,6 +38,12 @@ def test_quick_benchmark_writes_a_complete_report(quick):
                 'compression'):
         assert saved[key] is not None, key
     assert [row['clones'] for row in saved['scale']] == [1, 2]
+    # Both capture modes, memory on tmpfs and on disk; a save stops the
+    # source longer than a live capture pauses it.
+    assert set(saved['capture']) == {'live_tmpfs', 'live_disk',
+                                      'save_tmpfs', 'save_disk'}
+    assert saved['capture']['save_tmpfs']['pause_ms']['median'] > \
+        saved['capture']['live_tmpfs']['pause_ms']['median']
     for row in saved['scale']:
         assert set(row) >= {'clones', 'wall_s', 'per_clone_rss_mib',
                             'per_clone_disk_mib'}
@@ -56,7 +62,8 @@ def test_quick_benchmark_writes_a_complete_report(quick):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     text = open(os.path.join(out, 'report.md')).read()
     for heading in ('ratio cold / clone', 'Memory image compression',
-                    'until sshd answers', 'warms up before it serves'):
+                    'until sshd answers', 'warms up before it serves',
+                    'Lazy against eager clones'):
         assert heading in text, heading
 
 
