@@ -38,12 +38,11 @@ def test_quick_benchmark_writes_a_complete_report(quick):
                 'compression'):
         assert saved[key] is not None, key
     assert [row['clones'] for row in saved['scale']] == [1, 2]
-    # Both capture modes, memory on tmpfs and on disk; a save stops the
-    # source longer than a live capture pauses it.
-    assert set(saved['capture']) == {'live_tmpfs', 'live_disk',
-                                      'save_tmpfs', 'save_disk'}
-    assert saved['capture']['save_tmpfs']['pause_ms']['median'] > \
-        saved['capture']['live_tmpfs']['pause_ms']['median']
+    # Both capture modes, memory on tmpfs and on disk.
+    assert set(saved['capture']) == {
+        'live_tmpfs', 'live_disk', 'save_tmpfs', 'save_disk'}
+    for mode in saved['capture'].values():
+        assert mode['pause_ms']['n'] == 2 and mode['pause_ms']['min'] > 0
     for row in saved['scale']:
         assert set(row) >= {'clones', 'wall_s', 'per_clone_rss_mib',
                             'per_clone_disk_mib'}
