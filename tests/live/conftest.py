@@ -115,6 +115,16 @@ class Bed:
         return subprocess.run(['ip', 'netns', 'exec', NETNS] + list(argv),
                               capture_output=True, text=True).stdout
 
+    def on_the_network(self, guest):
+        """What the busybox guest's NIC reaches: (whether it sees a
+        carrier, whether its DHCP client gets a lease on the network)."""
+        rc, out, _ = guest.agent_exec(
+            ['/bin/sh', '-c', 'cat /sys/class/net/eth0/carrier; udhcpc -n -q '
+             '-t 3 -T 1 -i eth0 -s /bin/true 2>&1'], timeout=30)
+        text = out.decode()
+        return (text.split('\n')[0].strip() == '1',
+                rc == 0 and 'obtained' in text)
+
     def ping(self, address):
         """Ping ``address`` from inside the test network's namespace."""
         return subprocess.run(

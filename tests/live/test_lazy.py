@@ -87,6 +87,21 @@ def test_lazy_clones_resume_the_captured_state_and_are_reidentified(
         bed.destroy_all(clones, engine=lazy)
 
 
+def test_a_lazy_clone_is_off_the_network_until_re_identified(
+        bed, golden, lazy):
+    """The template's device state carries the NIC link of the stream it
+    came from (up): a lazy exact copy on the shared network, never
+    re-identified, still sees no carrier and gets no DHCP lease."""
+    result, _, _ = golden
+    copies = bed.spawn(result.image.name, exact_copy=True, engine=lazy)
+    try:
+        copy = bed.host.lookup(copies[0].name)
+        # (carrier, lease)
+        assert bed.on_the_network(copy) == (False, False)
+    finally:
+        bed.destroy_all(copies, engine=lazy)
+
+
 def test_a_write_in_one_lazy_clone_is_private(bed, source, golden, lazy):
     """Clone A writes 16 MiB of random data and a marker into guest RAM (a
     tmpfs inside the guest); clone B, the source and a clone spawned
