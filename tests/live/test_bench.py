@@ -126,7 +126,7 @@ def test_lazy_section_measured_both_modes_and_shared_the_template(quick):
     """Both modes ran for both sizes; the lazy clones mapped one template
     (on tmpfs) and their own memory excludes it; the ratios are the ones
     the rows give."""
-    _, saved = quick
+    saved, _ = quick
     lazy = saved['lazy']
     assert [r['ram_mib'] for r in lazy['rows']] == [128, 256]
     for row in lazy['rows']:
