@@ -310,7 +310,7 @@ class Bench:
         (start to serving) is reported apart.
         """
         debian = self.debian(guest_dir)
-        agent_s = []
+        agent_s, cold = [], []
 
         def booted(guest, started):
             host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 300,
@@ -320,17 +320,21 @@ class Bench:
             workload.start_warm(guest, cpu_s)
             addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
                                      what='a DHCP lease for %s' % guest.name)
-            return workload.parse_warm(workload.wait_banner(
-                netns, addr, workload.WARM_PORT, 'WARM ',
-                started + 300 + 20 * cpu_s))
+            cold.append(workload.parse_warm(workload.wait_banner(
+                netns, addr, workload.WARM_PORT,
+                workload.warm_prefix(guest.name),
+                started + 300 + 20 * cpu_s)))
+            return cold[-1]
 
         def spawned(clone, started):
+            # A clone answers with its source's label: the first boot's.
             addr = clone.identity['facts']['ipv4'].split('/')[0]
             banner = workload.parse_warm(workload.wait_banner(
-                netns, addr, workload.WARM_PORT, 'WARM ', started + 300))
+                netns, addr, workload.WARM_PORT,
+                workload.warm_prefix(cold[0].label), started + 300))
             return clone, banner
 
-        cold_s, cold, clone_s, results = self.side_by_side(
+        cold_s, _, clone_s, results = self.side_by_side(
             debian, reps, 'warm', booted, spawned)
         clones, resumed = zip(*results)
         return {'cpu_s': cpu_s,

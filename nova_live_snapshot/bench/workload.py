@@ -14,7 +14,7 @@ import sys
 import time
 
 __all__ = ['WARM_PORT', 'WarmBanner', 'start_warm', 'wait_banner',
-           'parse_warm']
+           'parse_warm', 'warm_prefix']
 
 WARM_PORT = 8080
 
@@ -25,7 +25,7 @@ WARM_PORT = 8080
 # started again would not.
 WARM_PROGRAM = r'''
 import hashlib, os, socket, sys, time
-cpu_s, port = float(sys.argv[1]), int(sys.argv[2])
+cpu_s, port, label = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 started = time.monotonic()
 token = os.urandom(16).hex()
 cache, cap, n = {}, 50000, 0
@@ -40,8 +40,9 @@ srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("", port))
 srv.listen(16)
-line = ("WARM token=%s entries=%d computed=%d warmup_s=%.3f cpu_s=%.3f\n"
-        % (token, len(cache), n, warmup_s, time.process_time())).encode()
+line = ("WARM label=%s token=%s entries=%d computed=%d warmup_s=%.3f "
+        "cpu_s=%.3f\n" % (label, token, len(cache), n, warmup_s,
+                           time.process_time())).encode()
 while True:
     conn, _ = srv.accept()
     try:
@@ -51,7 +52,7 @@ while True:
     conn.close()
 '''
 
-_WARM_RE = re.compile(r'^WARM token=([0-9a-f]{32}) entries=(\d+) '
+_WARM_RE = re.compile(r'^WARM label=(\S+) token=([0-9a-f]{32}) entries=(\d+) '
                       r'computed=(\d+) warmup_s=([0-9.]+) cpu_s=([0-9.]+)$')
 
 
@@ -59,6 +60,7 @@ _WARM_RE = re.compile(r'^WARM token=([0-9a-f]{32}) entries=(\d+) '
 class WarmBanner:
     """What the warm workload says about itself."""
 
+    label: str          # the name of the domain it started in
     token: str
     entries: int
     computed: int
@@ -70,18 +72,27 @@ def parse_warm(line):
     m = _WARM_RE.match(line.strip())
     if not m:
         raise ValueError('unexpected warm workload banner %r' % line)
-    return WarmBanner(token=m.group(1), entries=int(m.group(2)),
-                      computed=int(m.group(3)), warmup_s=float(m.group(4)),
-                      cpu_s=float(m.group(5)))
+    return WarmBanner(label=m.group(1), token=m.group(2),
+                      entries=int(m.group(3)), computed=int(m.group(4)),
+                      warmup_s=float(m.group(5)), cpu_s=float(m.group(6)))
+
+
+def warm_prefix(name):
+    """How the banner of the workload started in domain ``name`` (or in
+    its source, for a clone) begins."""
+    return 'WARM label=%s ' % name
 
 
 def start_warm(guest, cpu_s):
     """Start the warm workload in ``guest`` through its agent, detached
-    from the agent (it outlives the exec that starts it)."""
+    from the agent (it outlives the exec that starts it), labelled with the
+    domain's name: every cold boot of the Debian guest has the same DHCP
+    client identifier, hence address, so a probe may reach another test
+    bed's boot; the label tells them apart."""
     rc, _, err = guest.agent_exec(
-        ['/bin/sh', '-c', 'python3 -c "$1" "$2" "$3" </dev/null '
+        ['/bin/sh', '-c', 'python3 -c "$1" "$2" "$3" "$4" </dev/null '
          '>/dev/null 2>&1 &', 'sh', WARM_PROGRAM, str(cpu_s),
-         str(WARM_PORT)])
+         str(WARM_PORT), guest.name])
     if rc != 0:
         raise RuntimeError('starting the warm workload in %s: %s'
                            % (guest.name, err.decode(errors='replace')))
