@@ -101,6 +101,11 @@ class Guest:
     def genid(self):
         return etree.fromstring(self.xml().encode()).findtext('genid')
 
+    def qemu_pid(self):
+        """The PID of the running domain's QEMU (libvirt's pid file)."""
+        with open('/run/libvirt/qemu/%s.pid' % self._name) as f:
+            return int(f.read())
+
     def set_link_up(self, mac):
         """Set the link of the NIC with ``mac`` up, in the running domain."""
         self._set_link(mac, 'up')

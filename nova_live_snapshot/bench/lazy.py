@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import statistics
 import time
 
 from nova_live_snapshot import conf as conf_mod
@@ -41,11 +42,6 @@ class _StateLoads(logging.Handler):
         found = re.search(r'in ([0-9.]+) s$', message)
         if found and message.startswith('Loaded the state'):
             self.seconds.append(float(found.group(1)))
-
-
-def _qemu_pid(name):
-    with open('/run/libvirt/qemu/%s.pid' % name) as f:
-        return int(f.read())
 
 
 def own_kib(pid, template_path=None):
@@ -85,14 +81,6 @@ def _qemu_start(bench, image, memory_mib):
     elapsed = time.monotonic() - started
     guest.destroy()
     return elapsed
-
-
-def _median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    if len(values) % 2:
-        return values[middle]
-    return (values[middle - 1] + values[middle]) / 2
 
 
 def measure(bench, sizes, count, reps):
@@ -136,7 +124,7 @@ def measure(bench, sizes, count, reps):
             row = {'ram_mib': ram, 'touched_mib': fill,
                    'memory_image_mib': round(
                        image.manifest.files['memory']['size'] / 2 ** 20, 1),
-                   'qemu_start_s': round(_median(
+                   'qemu_start_s': round(statistics.median(
                        [_qemu_start(bench, image, ram)
                         for _ in range(reps)]), 3)}
             for mode, eng in engines:
@@ -153,13 +141,13 @@ def measure(bench, sizes, count, reps):
                 clones = eng.spawn(image.name, count=count, exact_copy=True)
                 template = (eng.templates.get(image.id) if mode == 'lazy'
                             else None)
-                own = [own_kib(_qemu_pid(c.name),
+                own = [own_kib(bench.host.lookup(c.name).qemu_pid(),
                                template.memory_path if template else None)
                        for c in clones]
                 tmpfs_kib = template.tmpfs_bytes() // 1024 if template else 0
                 row[mode] = {
                     'first_spawn_s': round(first_s, 3),
-                    'restore_s': round(_median(restore_s), 3),
+                    'restore_s': round(statistics.median(restore_s), 3),
                     'clones': count,
                     'own_mib_per_clone': round(
                         sum(own) / len(own) / 1024, 1),
@@ -167,7 +155,7 @@ def measure(bench, sizes, count, reps):
                     'host_total_mib': round((sum(own) + tmpfs_kib) / 1024,
                                             1)}
                 if mode == 'lazy':
-                    row[mode]['state_load_s'] = round(_median(
+                    row[mode]['state_load_s'] = round(statistics.median(
                         loads.seconds), 3) if loads.seconds else None
                 for clone in clones:
                     eng.destroy(clone.name)

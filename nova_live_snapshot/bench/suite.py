@@ -33,11 +33,6 @@ def _stats(values):
             'n': len(values)}
 
 
-def _qemu_pid(name):
-    with open('/var/run/libvirt/qemu/%s.pid' % name) as f:
-        return int(f.read().strip())
-
-
 def _rss_mib(pid):
     with open('/proc/%d/status' % pid) as f:
         for line in f:
@@ -405,7 +400,8 @@ class Bench:
             started = time.monotonic()
             clones = self.engine.spawn(image.name, count=count)
             wall = time.monotonic() - started
-            rss = [_rss_mib(_qemu_pid(c.name)) for c in clones]
+            rss = [_rss_mib(self.host.lookup(c.name).qemu_pid())
+                   for c in clones]
             disk = [_allocated_mib(c.path) for c in clones]
             big = [c.name for c in clones
                    for f in os.listdir(c.path)

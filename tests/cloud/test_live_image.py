@@ -33,11 +33,6 @@ from tests.cloud.conftest import record_time
 from tests.cloud.conftest import wait_ready
 
 
-def qemu_pid(guest):
-    with open('/run/libvirt/qemu/%s.pid' % guest.name) as f:
-        return int(f.read())
-
-
 class Flow:
     """What the scenarios hand on to each other."""
     source = None
@@ -83,7 +78,7 @@ def test_1_boot_a_debian_server_and_wait_for_its_workload(demo, compute, flow):
 def test_2_capture_while_the_workload_runs(demo, compute, flow):
     guest = flow.source_guest
     before = testbed.read_workload(guest)
-    pid = qemu_pid(guest)
+    pid = guest.qemu_pid()
     watch = Stopwatch()
     image = demo('server', 'live-image', 'create', flow.source['id'],
                  '--name', 'golden', '--wait')
@@ -95,7 +90,7 @@ def test_2_capture_while_the_workload_runs(demo, compute, flow):
     server = demo.server(flow.source['id'])
     assert server['status'] == 'ACTIVE' and not server['OS-EXT-STS:task_state']
     # The same QEMU process, the same workload, still counting.
-    assert qemu_pid(guest) == pid
+    assert guest.qemu_pid() == pid
     after = testbed.wait_counter(guest, before.counter + 2)
     assert after.token == before.token
 

@@ -20,7 +20,6 @@ from tests.nova import base  # noqa: I100 (Nova's test package first)
 import dataclasses
 import hashlib
 import io
-import time
 import uuid
 
 import fixtures
@@ -32,6 +31,7 @@ from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import base as libvirt_base
 from wsgi_intercept import interceptor
 
+from nova_live_snapshot import host as host_mod
 from nova_live_snapshot.virt import images
 
 __all__ = ['FakeLibvirtTestBase', 'DomainLog', 'StockAPIFixture',
@@ -50,15 +50,16 @@ def wait_until(predicate, what, timeout=DEADLINE):
     :raises AssertionError: not true within ``timeout`` seconds; the message
         shows the last value seen.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('Timed out after %.0f s waiting for %s '
-                                 '(last value: %r)' % (timeout, what, value))
-        time.sleep(_POLL)
+    seen = []
+
+    def check():
+        seen[:] = [predicate()]
+        return seen[0]
+    try:
+        return host_mod.wait_for(check, timeout, interval=_POLL, what=what)
+    except TimeoutError:
+        raise AssertionError('Timed out after %.0f s waiting for %s '
+                             '(last value: %r)' % (timeout, what, seen[0]))
 
 
 class DomainLog:
