@@ -20,7 +20,7 @@ from nova_live_snapshot import exception
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
            'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
            'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID',
-           'macs_with_link_down']
+           'macs_with_link_down', 'add_backing_store']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
@@ -103,6 +103,12 @@ class DomainSpec:
     # waiting for its state (-incoming defer) instead of booting.
     ram_file: str = None
     ram_shared: bool = False
+    # The frozen disk ``disk_path`` is an overlay on: named in the XML with
+    # DAC relabelling off, so that libvirt never hands it to the QEMU user
+    # (it would chown it and, being a backing file, never give it back:
+    # every QEMU could then rewrite what all clones of the image read).
+    backing_path: str = None
+    backing_format: str = 'qcow2'
 
     def with_identity(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -143,6 +149,8 @@ def render(spec):
     disk = _sub(devices, 'disk', type='file', device='disk')
     _sub(disk, 'driver', name='qemu', type=spec.disk_format)
     _sub(disk, 'source', file=spec.disk_path)
+    if spec.backing_path:
+        add_backing_store(disk, spec.backing_path, spec.backing_format)
     _sub(disk, 'target', dev='vda', bus='virtio')
     if spec.network:
         nic = _sub(devices, 'interface', type='network')
@@ -167,6 +175,24 @@ def render(spec):
         dom = _with_lazy_ram(dom, spec.ram_file, spec.ram_shared,
                              spec.memory_mib)
     return etree.tostring(dom, encoding='unicode', pretty_print=True)
+
+
+def add_backing_store(disk, path, fmt):
+    """Name ``path`` as the (last) backing file of ``<disk>`` element
+    ``disk``, read-only to QEMU and never relabelled by libvirt's DAC driver:
+    QEMU reads it through the file's group or other permission bits, which
+    the engine sets (:meth:`nova_live_snapshot.liveimage.ImageStore.
+    share_read_only`)."""
+    store = _sub(disk, 'backingStore', type='file')
+    _sub(store, 'format', type=fmt)
+    source = _sub(store, 'source', file=path)
+    _sub(source, 'seclabel', model='dac', relabel='no')
+    _sub(store, 'backingStore')
+    # libvirt's schema wants <backingStore> right after <source>.
+    src = disk.find('source')
+    disk.remove(store)
+    src.addnext(store)
+    return store
 
 
 def lazy_ram_args(ram_file, shared, memory_mib):

@@ -337,7 +337,10 @@ class ImageWriter(_ImageFiles):
             fpath = os.path.join(self.path, fname)
             os.chmod(fpath, 0o600)
             if fname == DISK:
-                self.store.share_with_qemu(fpath, 0o640)
+                # Read-only to everyone, QEMU included; clones name it in
+                # their XML so that libvirt never relabels it
+                # (domainxml.add_backing_store).
+                self.store.share_read_only(fpath)
             fd = os.open(fpath, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -400,6 +403,13 @@ class ImageStore:
             return
         os.chown(path, -1, self.qemu_gid)
         os.chmod(path, mode)
+
+    def share_read_only(self, path):
+        """Let QEMU read ``path`` and nobody but root write it: owned by
+        root, mode 0440 with the QEMU group (0400 when QEMU runs as root).
+        Nothing QEMU may write is ever shared between domains."""
+        os.chown(path, 0, self.qemu_gid if self.qemu_gid is not None else 0)
+        os.chmod(path, 0o440 if self.qemu_gid is not None else 0o400)
 
     def image_path(self, name):
         self.check_name(name)

@@ -357,6 +357,7 @@ class TemplateStore:
                 name='nls-template-%s-%s' % (image.id[:8],
                                              uuidlib.uuid4().hex[:6]),
                 disk_path=os.path.join(partial, 'disk.qcow2'),
+                backing_path=image.disk_path,
                 console_log=os.path.join(partial, 'console.log'),
                 memory_mib=image.memory_mib, vcpus=image.vcpus,
                 machine=image.machine, genid=template_genid(verified.domain),

@@ -126,6 +126,9 @@ class TestGuest:
         return domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
+            # The guest cache is shared by every source: libvirt must not
+            # hand it to the QEMU user (it would keep it).
+            backing_path=self.disk,
             console_log=os.path.join(path, 'console.log'),
             memory_mib=memory_mib or int(self.meta.get('memory_mib', 128)),
             vcpus=int(self.meta.get('vcpus', 1)),

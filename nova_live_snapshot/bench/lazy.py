@@ -74,6 +74,7 @@ def _qemu_start(bench, image, memory_mib):
     qemuimg.create_overlay(image.disk_path, disk)
     spec = domainxml.DomainSpec(
         name=bench.name('floor'), disk_path=disk,
+        backing_path=image.disk_path,
         console_log=os.path.join(work, 'floor.log'), memory_mib=memory_mib,
         machine=image.machine)
     started = time.monotonic()
