@@ -431,7 +431,8 @@ class CloneManager:
                 guest = self.host.lookup(name)
             else:
                 guest = self.templates.restore(template, domainxml.render(
-                    spec.with_identity(ram_file=template.memory_path)))
+                    spec.with_identity(ram_file=template.memory_path,
+                                       ram_readonly=template.ram_readonly)))
                 guest.resume()
             # The persistent definition of a clone has the link up: its next
             # start is a boot, not a resume. An exact copy stays off the

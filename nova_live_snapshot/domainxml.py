@@ -103,6 +103,9 @@ class DomainSpec:
     # waiting for its state (-incoming defer) instead of booting.
     ram_file: str = None
     ram_shared: bool = False
+    # A clone's private mapping of a file QEMU opens read-only (QEMU 8.2+
+    # ``rom=off``): see nova_live_snapshot.template.
+    ram_readonly: bool = False
     # The frozen disk ``disk_path`` is an overlay on: named in the XML with
     # DAC relabelling off, so that libvirt never hands it to the QEMU user
     # (it would chown it and, being a backing file, never give it back:
@@ -173,7 +176,7 @@ def render(spec):
     _sub(devices, 'memballoon', model='none')
     if spec.ram_file:
         dom = _with_lazy_ram(dom, spec.ram_file, spec.ram_shared,
-                             spec.memory_mib)
+                             spec.memory_mib, spec.ram_readonly)
     return etree.tostring(dom, encoding='unicode', pretty_print=True)
 
 
@@ -195,35 +198,44 @@ def add_backing_store(disk, path, fmt):
     return store
 
 
-def lazy_ram_args(ram_file, shared, memory_mib):
+def lazy_ram_args(ram_file, shared, memory_mib, readonly=False):
     """QEMU arguments that put the guest RAM in ``ram_file`` and make QEMU
     wait for its state: our ``memory-backend-file`` (JSON, so that no path
     needs QemuOpts comma escaping), ``-machine memory-backend`` to use it
     instead of libvirt's ``pc.ram`` (which QEMU then never touches), and
-    ``-incoming defer``."""
+    ``-incoming defer``.
+
+    With ``readonly`` (a private mapping only), QEMU opens the file
+    read-only and still maps it writable, privately (``rom=off``, QEMU
+    8.2): a clone's QEMU then cannot change what the other clones map."""
     backend = {'qom-type': 'memory-backend-file', 'id': LAZY_RAM_ID,
                'size': memory_mib * 1024 * 1024,
                'mem-path': ram_file, 'share': shared}
+    if readonly:
+        if shared:
+            raise ValueError('a shared RAM mapping cannot be read-only')
+        backend.update(readonly=True, rom='off')
     return ['-object', json.dumps(backend, sort_keys=True),
             '-machine', 'memory-backend=%s' % LAZY_RAM_ID,
             '-incoming', 'defer']
 
 
-def _with_lazy_ram(dom, ram_file, shared, memory_mib):
+def _with_lazy_ram(dom, ram_file, shared, memory_mib, readonly=False):
     # The qemu namespace must be declared on the root element.
     root = etree.Element('domain', dict(dom.attrib), nsmap={'qemu': QEMU_NS})
     root.extend(list(dom))
     cmdline = etree.SubElement(root, '{%s}commandline' % QEMU_NS)
-    for arg in lazy_ram_args(ram_file, shared, memory_mib):
+    for arg in lazy_ram_args(ram_file, shared, memory_mib, readonly):
         etree.SubElement(cmdline, '{%s}arg' % QEMU_NS, value=arg)
     return root
 
 
-def with_lazy_ram(xml, ram_file, shared, memory_mib):
+def with_lazy_ram(xml, ram_file, shared, memory_mib, readonly=False):
     """Domain XML ``xml`` (rendered elsewhere, e.g. by Nova) with the lazy
     RAM passthrough of :func:`lazy_ram_args` added."""
     root = parse(xml, 'domain XML')
-    return etree.tostring(_with_lazy_ram(root, ram_file, shared, memory_mib),
+    return etree.tostring(_with_lazy_ram(root, ram_file, shared, memory_mib,
+                                         readonly),
                           encoding='unicode')
 
 

@@ -247,7 +247,8 @@ class LiveSnapshots:
         memory image and device signature."""
         return template_mod.TemplateStore(
             self.conf.template_dir, self.host, self.store,
-            timeout=self.conf.restore_timeout)
+            timeout=self.conf.restore_timeout,
+            allow_writable=self.conf.lazy_writable_templates)
 
     def collect_templates(self):
         """Remove the templates whose memory stream has left this host's
@@ -491,7 +492,7 @@ class LiveSnapshots:
         # without, so that the next start boots.
         guest = self.templates.restore(template, domainxml.with_lazy_ram(
             xml_for_restore, template.memory_path, False,
-            plan.record.ram_mib))
+            plan.record.ram_mib, template.ram_readonly))
         if not paused:
             guest.resume()
 

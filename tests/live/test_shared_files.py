@@ -15,6 +15,8 @@ import subprocess
 
 import pytest
 
+from nova_live_snapshot import exception
+
 QEMU_USER = 'libvirt-qemu'
 
 # Run as the QEMU user: for each path, whether it can be opened for writing,
@@ -101,3 +103,61 @@ def test_the_shared_guest_cache_stays_root_s(bed):
         assert qemu_can_write(bed.guest_image.disk) == {}
     finally:
         bed.guest_image.remove(bed.host, name)
+
+
+def test_lazy_clones_never_get_write_access_to_the_template(bed, golden):
+    """On a QEMU that opens the template read-only (8.2+), a lazy clone
+    runs and nothing of the template or image is QEMU's to write. On an
+    older QEMU (Debian 12's 7.2) lazy mode is refused by default, clearly
+    and leaving nothing behind; with the fallback the clone is eager."""
+    name = golden[0].image.name
+    tmpdir = os.path.join(bed.templates, 'strict')
+    strict = bed.engine_with(restore_mode='lazy', template_dir=tmpdir,
+                             lazy_writable_templates=False)
+    files = _image_files(strict, name)
+    if not strict.templates.ram_readonly():
+        before = bed.our_domains()
+        with pytest.raises(exception.TemplateUnsafe,
+                           match='lazy_writable_templates'):
+            bed.spawn(name, engine=strict)
+        assert bed.our_domains() == before
+        assert strict.clones.list() == []
+        assert not os.path.exists(tmpdir) or os.listdir(tmpdir) == []
+        fallback = bed.engine_with(restore_mode='lazy', template_dir=tmpdir,
+                                   lazy_writable_templates=False,
+                                   lazy_fallback_to_eager=True)
+        clones = bed.spawn(name, engine=fallback)
+        try:
+            assert [c.restore_mode for c in clones] == ['eager']
+            assert qemu_can_write(*files) == {}
+        finally:
+            bed.destroy_all(clones, engine=fallback)
+        return
+    clones = bed.spawn(name, engine=strict)
+    try:
+        assert [c.restore_mode for c in clones] == ['lazy']
+        template = strict.templates.get(
+            strict.images.get(name).template_key)
+        assert qemu_can_write(template.memory_path, template.state_path,
+                              *files) == {}
+    finally:
+        bed.destroy_all(clones, engine=strict)
+    assert qemu_can_write(*files) == {}
+
+
+def test_opted_in_writable_templates_are_still_root_s(bed, golden):
+    """Where the operator accepted clones opening the template read-write
+    (QEMU < 8.2), its files are still root's (no QEMU can change their
+    mode or replace them) and its device state is not QEMU's at all."""
+    name = golden[0].image.name
+    eng = bed.engine_with(restore_mode='lazy',
+                          template_dir=os.path.join(bed.templates, 'optin'))
+    clones = bed.spawn(name, engine=eng)
+    try:
+        template = eng.templates.get(eng.images.get(name).template_key)
+        found = qemu_can_write(template.memory_path, template.state_path)
+        assert template.state_path not in found
+        assert 'chmod' not in found.get(template.memory_path, [])
+        assert os.stat(template.memory_path).st_uid == 0
+    finally:
+        bed.destroy_all(clones, engine=eng)

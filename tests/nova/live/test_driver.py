@@ -238,7 +238,8 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         templates = '/dev/shm/nls-nova-%s-templates' % uuid.uuid4().hex[:8]
         self.addCleanup(shutil.rmtree, templates, ignore_errors=True)
         self.flags(group='live_snapshot', restore_mode='lazy',
-                   template_dir=templates, memory_cache_max_mib=0)
+                   template_dir=templates, memory_cache_max_mib=0,
+                   lazy_writable_templates=True)
         # The driver's operations read the cache size when built: again.
         self.compute.driver._live = None
         source = self._boot(self.guest_image, self.flavor)
