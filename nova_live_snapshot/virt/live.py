@@ -331,7 +331,8 @@ class LiveSnapshots:
                     'hash %s, the upload had %s (Glance must hash with %s, '
                     'its default)' % (stored[:24], record.disk_hash[:24],
                                       images.DISK_HASH))
-            self.cache.add(memory_image_id, image.memory_path)
+            self.cache.add(memory_image_id, image.memory_path,
+                           record.memory_sha256)
             LOG.info('Live image %s of %s: source paused %.0f ms, memory '
                      '%d MiB', image_id, instance.uuid, result.pause_ms or -1,
                      record_size_mib(record))

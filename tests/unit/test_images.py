@@ -196,5 +196,75 @@ def test_prune_drops_deleted_images_keeps_unknown_and_in_use(tmp_path):
     with cache.use(key5, sha, '100', _writer(data, []), 'img'):
         assert cache.prune(answers.get) == [KEY1]
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [KEY2, KEY2 + '.lock', KEY3, KEY3 + '.lock', key5, key5 + '.lock'])
+        [k + suffix for k in (KEY2, KEY3, key5)
+         for suffix in ('', '.lock', '.sha256')])
     assert cache.prune(answers.get) == [key5]
+
+
+# Issue 14: what an attacker's Glance image tried ---------------------------
+
+@pytest.mark.parametrize('signature', [['hmac-sha256-v1:' + 'a' * 64], 42,
+                                       {'a': 1}, True, 1.5])
+def test_a_signature_that_is_not_a_string_is_refused(signature):
+    image = _image(_record())
+    image['properties'][images.SIGNATURE] = signature
+    with pytest.raises(exception.UntrustedImage, match='not a string'):
+        images.Record.from_image(image, KEY)
+
+
+@pytest.mark.parametrize('prop, value', [
+    ('live_snapshot_machine', 'pc-i440fx-7.2\n'),
+    ('live_snapshot_memory_image', KEY1 + '\n'),
+    ('live_snapshot_memory_sha256', 'a' * 64 + '\n'),
+    ('live_snapshot_format', '1\n'),
+    ('live_snapshot_memory_mib', '128.0'),
+    ('live_snapshot_memory_mib', 'NaN'),
+    ('live_snapshot_memory_mib', '99999999'),
+    ('live_snapshot_vcpus', '1e3'),
+    ('live_snapshot_memory_size', 1048576),
+])
+def test_record_fields_are_matched_whole_and_bounded(prop, value):
+    with pytest.raises(exception.UntrustedImage, match='is missing or not'):
+        images.Record.from_image(_image(_record(), **{prop: value}), KEY)
+
+
+def test_properties_that_are_not_a_mapping_are_refused():
+    with pytest.raises(exception.UntrustedImage, match='not a mapping'):
+        images.Record.from_image({'id': KEY1, 'properties': ['x']}, KEY)
+
+
+def test_a_cached_stream_is_served_only_to_a_record_with_its_hash(tmp_path):
+    """A stream cached for one record (its memory image id and hash) is
+    not served to a record that names the same memory image with another
+    hash: that record's stream is fetched and verified."""
+    cache = images.MemoryCache(str(tmp_path / 'cache'), max_mib=10)
+    first, second = os.urandom(1000), os.urandom(1000)
+    calls = []
+    with cache.use(KEY1, hashlib.sha256(first).hexdigest(), '1000',
+                   _writer(first, calls), 'img'):
+        pass
+    with cache.use(KEY1, hashlib.sha256(second).hexdigest(), '1000',
+                   _writer(second, calls), 'img') as path:
+        with open(path, 'rb') as f:
+            assert f.read() == second
+    assert len(calls) == 2
+    # And a stream changed in the cache is not the one that was verified.
+    with pytest.raises(exception.ChecksumMismatch):
+        with cache.use(KEY1, hashlib.sha256(first).hexdigest(), '1000',
+                       _writer(second, []), 'img'):
+            pass
+
+
+def test_a_captured_stream_enters_the_cache_with_its_hash(tmp_path):
+    cache = images.MemoryCache(str(tmp_path / 'cache'), max_mib=10)
+    data = os.urandom(1000)
+    src = tmp_path / 'captured'
+    src.write_bytes(data)
+    cache.add(KEY1, str(src), hashlib.sha256(data).hexdigest())
+    calls = []
+    with cache.use(KEY1, hashlib.sha256(data).hexdigest(), '1000',
+                   _writer(data, calls), 'img'):
+        pass
+    assert calls == []
+    assert cache.remove(KEY1)
+    assert os.listdir(tmp_path / 'cache') == []
