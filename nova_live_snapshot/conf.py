@@ -235,6 +235,20 @@ Related options:
 * ``signing_key``: live images are only made and restored with it.
 """),
     cfg.StrOpt(
+        'host_key_file',
+        help="""
+File holding this host's key for the live images it captures (64 hex digits).
+
+Every image the engine captures is signed with it (``manifest.sig``, an
+HMAC-SHA256 of the manifest, which holds each file's SHA-256), and an image
+is read only after its signature matched: a file changed in the store, even
+with its checksum rewritten, or an image copied from another host is
+refused. Made on the first capture, mode 0600, when missing; it must be
+root's and readable by root alone. A host without it trusts no local image.
+
+Default: ``host.key`` in the directory that holds ``image_dir``.
+"""),
+    cfg.StrOpt(
         'signing_key',
         secret=True,
         help="""

@@ -22,7 +22,8 @@ class Engine:
         """:param conf: the ``[live_snapshot]`` group (``CONF.live_snapshot``)."""
         self.conf = conf
         self.host = host or host_mod.Host(conf.connection_uri)
-        self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
+        self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group,
+                                           conf.host_key_file)
         self.templates = template_mod.TemplateStore(
             conf.template_dir, self.host, self.images,
             timeout=conf.restore_timeout, network=conf.clone_network,

@@ -4,6 +4,8 @@ On-disk layout (format version 1), one directory per image::
 
     <image_dir>/<name>/          mode 0700
         manifest.json            mode 0600, written last
+        manifest.sig             mode 0600, HMAC of manifest.json under the
+                                 host key (nova_live_snapshot.hostkey)
         memory.save              the libvirt save image (domain XML + QEMU stream)
         disk.qcow2               the frozen disk, flattened, no backing file
 
@@ -12,13 +14,16 @@ into place only after every file and the manifest are fsync'ed, so a crash or
 a full disk leaves at most a ``.partial-*`` directory, which is never listed as
 an image and is removed by :meth:`ImageStore.remove_stale_partials`.
 
-Everything read back from an image is untrusted: :meth:`ImageStore.verify`
-checks the manifest against a strict schema, the files' sizes, the save-image
-container, the embedded domain facts against the manifest, that the disk has
-no backing or external data file, and every SHA-256, before a clone may use
-the image.
+Everything read back from an image is untrusted: :meth:`ImageStore.get`
+checks the manifest's signature (this host's key) before parsing it against
+a strict schema; :meth:`ImageStore.verify` then checks the files' sizes and
+every SHA-256 before any other byte of the image is parsed (the save-image
+container, the embedded domain facts against the manifest, and, with
+``qemu-img`` under resource limits, that the disk has no backing or external
+data file), before a clone may use the image.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -36,6 +41,7 @@ import jsonschema
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import hostkey
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
@@ -45,11 +51,12 @@ __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
+SIGNATURE = 'manifest.sig'
 MEMORY = 'memory.save'
 DISK = 'disk.qcow2'
 PARTIAL_PREFIX = '.partial-'
 # What a published image directory holds, and nothing else.
-IMAGE_FILES = frozenset({MANIFEST, MEMORY, DISK})
+IMAGE_FILES = frozenset({MANIFEST, SIGNATURE, MEMORY, DISK})
 # \Z, not $: "$" also matches before a final newline.
 NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z'
 _CHUNK = 1024 * 1024
@@ -432,12 +439,7 @@ class ImageWriter(_ImageFiles):
             finally:
                 os.close(fd)
         os.unlink(os.path.join(self.path, 'writer.pid'))
-        mpath = os.path.join(self.path, MANIFEST)
-        with os.fdopen(os.open(mpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o600), 'w') as f:
-            f.write(manifest.to_json())
-            f.flush()
-            os.fsync(f.fileno())
+        self.store.write_manifest(self.path, manifest.to_json().encode())
         self.store.share_with_qemu(self.path, 0o750)
         _fsync_dir(self.path)
         final = self.store.image_path(self.name)
@@ -458,13 +460,17 @@ class ImageWriter(_ImageFiles):
 class ImageStore:
     """The live images of this host, in one directory."""
 
-    def __init__(self, root, qemu_group=None):
+    def __init__(self, root, qemu_group=None, key_file=None):
         """:param qemu_group: the group libvirt runs QEMU in; it is given
             read access to frozen disks (clones open them as backing files)
             and to nothing else. None when QEMU runs as root.
+        :param key_file: the host key (:mod:`hostkey`); by default
+            ``host.key`` next to ``root``, outside the store.
         """
         self.root = root
         self.qemu_group = qemu_group
+        self.key_file = key_file or os.path.join(
+            os.path.dirname(os.path.abspath(root)), 'host.key')
         os.makedirs(root, mode=0o700, exist_ok=True)
         # QEMU must traverse into an image directory to open a frozen disk;
         # it cannot list the store.
@@ -488,6 +494,23 @@ class ImageStore:
             return
         os.chown(path, -1, self.qemu_gid)
         os.chmod(path, mode)
+
+    def write_manifest(self, path, data):
+        """Write manifest bytes ``data`` and their signature into image
+        directory ``path`` (fsync'ed, mode 0600); the host key is made if
+        the host has none."""
+        signature = hostkey.sign_manifest(
+            hostkey.load_or_create(self.key_file), data)
+        for name, content in ((MANIFEST, data),
+                              (SIGNATURE, signature.encode('ascii'))):
+            fpath = os.path.join(path, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fpath)
+            with os.fdopen(os.open(fpath, os.O_WRONLY | os.O_CREAT
+                                   | os.O_EXCL, 0o600), 'wb') as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
 
     def share_read_only(self, path):
         """Let QEMU read ``path`` and nobody but root write it: owned by
@@ -545,9 +568,16 @@ class ImageStore:
         if unexpected:
             raise invalid('its directory holds unexpected entries %s'
                           % ', '.join(repr(e)[:80] for e in unexpected[:5]))
-        manifest = Manifest.from_json(
-            _read_small(os.path.join(path, MANIFEST), MAX_MANIFEST_BYTES,
-                        invalid), name)
+        data = _read_small(os.path.join(path, MANIFEST), MAX_MANIFEST_BYTES,
+                           invalid)
+        signature = None
+        if SIGNATURE in entries:
+            signature = _read_small(os.path.join(path, SIGNATURE), 256,
+                                    invalid).decode('ascii', 'replace')
+        # Authenticated before a byte of it is parsed.
+        hostkey.verify_manifest(hostkey.load(self.key_file), data, signature,
+                                name)
+        manifest = Manifest.from_json(data, name)
         if manifest.name != name:
             raise exception.InvalidLiveImage(
                 image=name, reason='the manifest names the image %r'
@@ -646,12 +676,21 @@ class ImageStore:
                                  ' (truncated)' if st.st_size < entry['size']
                                  else ''))
 
+        # The bytes must be the signed ones before any parser sees them.
+        for key in ('memory', 'disk'):
+            entry = files[key]
+            actual, _ = sha256_file(os.path.join(image.path, entry['name']))
+            if actual != entry['sha256']:
+                raise exception.ChecksumMismatch(
+                    image=name, file=entry['name'], actual=actual,
+                    expected=entry['sha256'])
+
         src = image.manifest.source
         save, facts = read_memory(image.memory_path, name, src['memory_mib'],
                                   src['vcpus'], src['machine'])
 
         try:
-            info = qemuimg.info(image.disk_path)
+            info = qemuimg.info_untrusted(image.disk_path, 'qcow2')
         except exception.LiveSnapshotError as e:
             raise invalid('the frozen disk is unreadable: %s' % e) from None
         if info.get('format') != 'qcow2':
@@ -669,12 +708,4 @@ class ImageStore:
             raise invalid('the frozen disk is %s bytes virtual, the manifest '
                           'says %s' % (info.get('virtual-size'),
                                        files['disk']['virtual_size']))
-
-        for key in ('memory', 'disk'):
-            entry = files[key]
-            actual, _ = sha256_file(os.path.join(image.path, entry['name']))
-            if actual != entry['sha256']:
-                raise exception.ChecksumMismatch(
-                    image=name, file=entry['name'], actual=actual,
-                    expected=entry['sha256'])
         return VerifiedImage(image=image, save=save, domain=facts)

@@ -31,7 +31,6 @@ import threading
 
 import os_resource_classes as orc
 from oslo_log import log as logging
-from nova import context as nova_context
 from nova import exception as nova_exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
@@ -82,7 +81,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # namespace of its own.
             compute.additional_endpoints.append(
                 manager.LiveSnapshotEndpoint(host, self))
-        self.live.recover(nova_context.RequestContext.from_dict)
+        self.live.recover(live.service_context)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,

@@ -7,6 +7,8 @@ verified, and the bad one can be deleted.
 
 import json
 import os
+import shutil
+import stat
 
 import pytest
 
@@ -22,6 +24,13 @@ def store(tmp_path):
 
 def _manifest(image):
     return os.path.join(image.path, 'manifest.json')
+
+
+def _resign(store, image):
+    """Sign the damaged manifest again, as a holder of the host key could:
+    what is behind the signature must hold on its own."""
+    with open(_manifest(image), 'rb') as f:
+        store.write_manifest(image.path, f.read())
 
 
 def _raw(data):
@@ -80,6 +89,7 @@ def test_a_corrupt_manifest_is_reported_and_affects_no_other_image(
     good = _write_image(store, 'good')
     bad = _write_image(store, 'bad')
     damage(bad)
+    _resign(store, bad)
     with pytest.raises(exception.InvalidLiveImage, match=message):
         store.get('bad')
     images, problems = store.scan()
@@ -140,3 +150,53 @@ def test_a_manifest_that_is_a_fifo_does_not_hang(store):
 def test_names_ending_in_a_newline_are_refused(store, name):
     with pytest.raises(exception.LiveSnapshotError, match='Invalid live'):
         store.begin(name)
+
+
+# Authenticity: the host key ------------------------------------------------
+
+def test_a_tampered_and_rehashed_image_is_refused(store):
+    """Changing a file and writing its new SHA-256 into the manifest no
+    longer makes an image valid: the manifest is signed."""
+    image = _write_image(store, 'golden')
+    with open(image.memory_path, 'r+b') as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b'0123456789')
+    with open(_manifest(image)) as f:
+        data = json.load(f)
+    data['files']['memory']['sha256'] = liveimage.sha256_file(
+        image.memory_path)[0]
+    with open(_manifest(image), 'w') as f:
+        json.dump(data, f)
+    with pytest.raises(exception.UntrustedImage, match='does not match'):
+        store.get('golden')
+    assert [n for n, _ in store.scan()[1]] == ['golden']
+    store.delete('golden')
+
+
+def test_an_unsigned_image_or_one_of_another_host_is_refused(store, tmp_path):
+    image = _write_image(store, 'unsigned')
+    os.unlink(os.path.join(image.path, 'manifest.sig'))
+    with pytest.raises(exception.UntrustedImage, match='no signature'):
+        store.get('unsigned')
+    other = liveimage.ImageStore(str(tmp_path / 'other' / 'images'))
+    foreign = _write_image(other, 'foreign')
+    shutil.copytree(foreign.path, os.path.join(store.root, 'foreign'))
+    with pytest.raises(exception.UntrustedImage, match='another key'):
+        store.get('foreign')
+
+
+def test_a_host_without_its_key_trusts_no_image(store):
+    _write_image(store, 'golden')
+    os.unlink(store.key_file)
+    with pytest.raises(exception.UntrustedImage, match='no host key'):
+        store.get('golden')
+
+
+def test_the_host_key_is_root_s_alone_and_outside_the_store(store):
+    _write_image(store, 'golden')
+    st = os.stat(store.key_file)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    assert not store.key_file.startswith(store.root + os.sep)
+    os.chmod(store.key_file, 0o644)
+    with pytest.raises(exception.NotConfigured, match='mode 644'):
+        store.get('golden')

@@ -351,6 +351,16 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
                 '/servers/%s/action' % source['id'], action,
                 check_response_status=False)
             self.assertEqual(409, response.status, action)
+        # The capture journal holds ids and paths, never the requester's
+        # token or context: recovery uses the service's own credentials.
+        journals = [n for n in os.listdir(self.live_conf['image_dir'])
+                    if n.endswith('.capture.json')]
+        self.assertEqual(1, len(journals))
+        with open(os.path.join(self.live_conf['image_dir'],
+                               journals[0])) as f:
+            entry = json.load(f)
+        self.assertNotIn('context', entry)
+        self.assertNotIn('token', json.dumps(entry).lower())
 
         self.compute = self.restart_compute_service(
             self.computes['compute1'], keep_hypervisor_state=False)
