@@ -115,6 +115,10 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         glance = self._service_glance()
         if glance is not None:
             self.live.cache.prune(lambda key: _image_exists(glance, key))
+            # A live image deleted with a plain `openstack image delete`
+            # leaves its hidden memory image (a machine's RAM): it goes.
+            images.sweep_orphaned_memory(
+                glance, lambda key: _image_exists(glance, key))
         # Lazy-mode templates of streams no longer cached go too, once no
         # clone maps them.
         self._collect_templates()

@@ -176,6 +176,70 @@ def memory_image_meta(name, disk_image_id):
     }
 
 
+def sweep_orphaned_memory(glance, image_exists, limit=100):
+    """Delete the hidden memory images whose disk image is gone.
+
+    A live image's memory must not outlive it, however the live image was
+    deleted: ``openstack server live-image delete`` removes both halves, a
+    plain ``openstack image delete`` of the disk image only the disk. Nova's
+    periodic image cache pass calls this as the service user, who sees every
+    project's images. Only images marked as memory images
+    (``live_snapshot_role=memory``) whose ``live_snapshot_disk_image``
+    Glance says (404) no longer exists are deleted; a property a tenant set
+    on an image of its own can only make it delete that image.
+
+    :param glance: a keystoneauth adapter for the image service.
+    :param image_exists: ``image_exists(id)`` is True, False, or None when
+        Glance gives no answer (the memory image then stays).
+    :returns: the ids of the memory images deleted.
+    """
+    from keystoneauth1 import exceptions as ks_exc
+    # Listed to the end first: Glance's next page starts at a marker image,
+    # which must still exist.
+    orphans = []
+    url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (ROLE, MEMORY_ROLE,
+                                                          limit)
+    seen = set()
+    while url and url not in seen:
+        seen.add(url)
+        try:
+            response = glance.get(url, raise_exc=False)
+        except ks_exc.ClientException as e:
+            LOG.warning('Cannot list memory images in Glance: %s', e)
+            break
+        if response.status_code != 200:
+            LOG.warning('Glance answered %d listing memory images',
+                        response.status_code)
+            break
+        body = response.json()
+        for image in body.get('images') or []:
+            if not isinstance(image, dict) or image.get(ROLE) != MEMORY_ROLE:
+                continue
+            disk, memory = image.get(DISK_IMAGE), image.get('id')
+            if not (isinstance(disk, str) and _UUID.match(disk)
+                    and isinstance(memory, str) and _UUID.match(memory)):
+                continue
+            if image_exists(disk) is False:
+                orphans.append((memory, disk))
+        url = body.get('next')
+    deleted = []
+    for memory, disk in orphans:
+        try:
+            gone = glance.delete('/v2/images/%s' % memory,
+                                 raise_exc=False).status_code
+        except ks_exc.ClientException as e:
+            LOG.warning('Cannot delete memory image %s: %s', memory, e)
+            continue
+        if gone in (204, 404):
+            LOG.info('Deleted memory image %s: its live image %s was '
+                     'deleted', memory, disk)
+            deleted.append(memory)
+        else:
+            LOG.warning('Glance answered %d deleting memory image %s',
+                        gone, memory)
+    return deleted
+
+
 def check_key(key):
     """Refuse to go on without a usable signing key."""
     signing.sign(key, {})

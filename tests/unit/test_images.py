@@ -268,3 +268,76 @@ def test_a_captured_stream_enters_the_cache_with_its_hash(tmp_path):
     assert calls == []
     assert cache.remove(KEY1)
     assert os.listdir(tmp_path / 'cache') == []
+
+
+class _Glance:
+    """Glance's image API as a dict of images (what the sweep asks of a
+    keystoneauth adapter: GET a list or an image, DELETE an image), with
+    its pagination (``next``)."""
+
+    class _Response:
+        def __init__(self, status, body=None):
+            self.status_code = status
+            self._body = body
+
+        def json(self):
+            return self._body
+
+    def __init__(self, images_, page=2):
+        self.images = {i['id']: i for i in images_}
+        self.page = page
+
+    def get(self, url, raise_exc=True):
+        path, _, query = url.partition('?')
+        if path != '/v2/images':
+            image = self.images.get(path.rsplit('/', 1)[-1])
+            return self._Response(200 if image else 404, image)
+        params = dict(p.split('=') for p in query.split('&'))
+        matching = sorted(i for i, image in self.images.items()
+                          if image.get(images.ROLE) == params[images.ROLE])
+        start = 0
+        if 'marker' in params:
+            if params['marker'] not in self.images:
+                return self._Response(400)      # as Glance: marker not found
+            start = matching.index(params['marker']) + 1
+        body = {'images': [self.images[i] for i in
+                           matching[start:start + self.page]]}
+        if start + self.page < len(matching):
+            body['next'] = '%s&marker=%s' % (url.split('&marker')[0],
+                                             matching[start + self.page - 1])
+        return self._Response(200, body)
+
+    def delete(self, url, raise_exc=True):
+        gone = self.images.pop(url.rsplit('/', 1)[-1], None)
+        return self._Response(204 if gone else 404)
+
+
+def _uuid(n):
+    return '%08d-0000-4000-8000-000000000000' % n
+
+
+def test_the_memory_of_a_live_image_deleted_in_glance_goes_with_it():
+    """`openstack image delete` of a disk image leaves its hidden memory
+    image; the periodic sweep deletes it, and only it (across pages)."""
+    disks = [{'id': _uuid(i)} for i in range(1, 4)]
+    memories = [{'id': _uuid(10 + i), images.ROLE: images.MEMORY_ROLE,
+                 images.DISK_IMAGE: _uuid(i), 'os_hidden': True}
+                for i in range(1, 4)]
+    other = {'id': _uuid(20), images.ROLE: 'something else',
+             images.DISK_IMAGE: _uuid(99)}
+    glance = _Glance(disks + memories + [other])
+    del glance.images[_uuid(2)]             # a plain image delete
+    del glance.images[_uuid(3)]
+
+    def exists(key):
+        return key in glance.images
+    assert sorted(images.sweep_orphaned_memory(glance, exists)) == [
+        _uuid(12), _uuid(13)]
+    assert sorted(glance.images) == [_uuid(1), _uuid(11), _uuid(20)]
+
+
+def test_the_sweep_keeps_memory_when_glance_cannot_tell():
+    glance = _Glance([{'id': _uuid(11), images.ROLE: images.MEMORY_ROLE,
+                       images.DISK_IMAGE: _uuid(1)}])
+    assert images.sweep_orphaned_memory(glance, lambda key: None) == []
+    assert list(glance.images) == [_uuid(11)]

@@ -31,7 +31,7 @@ from nova_live_snapshot.virt import images
 
 # Every example must end within this (ms): a reader that can be made to
 # spin or allocate without bound fails the deadline.
-DEADLINE_MS = 2000
+DEADLINE_MS = 5000
 settings.register_profile(
     'ci', max_examples=60, deadline=DEADLINE_MS,
     suppress_health_check=[HealthCheck.too_slow])
