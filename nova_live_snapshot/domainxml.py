@@ -198,6 +198,33 @@ def add_backing_store(disk, path, fmt):
     return store
 
 
+def with_backing_chains(xml, chains, what='domain XML'):
+    """``xml`` with the backing chain of each file disk named in it, every
+    backing file with DAC relabelling off (:func:`add_backing_store`).
+
+    :param chains: ``{disk source path: [(backing path, format), ...]}``,
+        nearest backing file first; disks not in it are left as they are.
+    """
+    root = parse(xml, what)
+    for disk in root.findall('devices/disk'):
+        source = disk.find('source')
+        chain = chains.get(source.get('file') if source is not None else None)
+        if not chain:
+            continue
+        for old in disk.findall('backingStore'):
+            disk.remove(old)
+        parent = disk
+        for path, fmt in chain:
+            store = add_backing_store(parent, path, fmt)
+            # add_backing_store ends the chain with an empty <backingStore/>:
+            # the next level replaces it.
+            parent = store
+            last = store.find('backingStore')
+            if (path, fmt) != chain[-1]:
+                store.remove(last)
+    return etree.tostring(root, encoding='unicode')
+
+
 def lazy_ram_args(ram_file, shared, memory_mib, readonly=False):
     """QEMU arguments that put the guest RAM in ``ram_file`` and make QEMU
     wait for its state: our ``memory-backend-file`` (JSON, so that no path

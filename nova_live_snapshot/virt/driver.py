@@ -39,6 +39,7 @@ from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import template
+from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
 
@@ -251,7 +252,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # Every guest on this host may be captured one day: give it the
             # VM generation ID device its clones will need (a device cannot
             # be added to a saved machine). Nova's XML has none.
-            xml = domainxml.ensure_genid(xml)
+            xml = disks.protect(domainxml.ensure_genid(xml))
             return super()._create_guest(
                 context, xml, instance, power_on=power_on, pause=pause,
                 post_xml_callback=post_xml_callback)

@@ -31,6 +31,7 @@ from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import template as template_mod
+from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
 
 LOG = logging.getLogger(__name__)
@@ -167,8 +168,11 @@ def template_xml(xml, image, genid, partial, ram, memory_mib):
             channel.remove(source)
     for graphics in root.findall('devices/graphics'):
         graphics.getparent().remove(graphics)
-    return domainxml.with_lazy_ram(etree.tostring(root, encoding='unicode'),
-                                   ram, True, memory_mib)
+    # The overlays' chains (the first clone's disk, the image's base) are
+    # never relabelled for the template's QEMU either.
+    return domainxml.with_lazy_ram(
+        disks.protect(etree.tostring(root, encoding='unicode')),
+        ram, True, memory_mib)
 
 
 class Journal:
@@ -474,7 +478,9 @@ class LiveSnapshots:
             cannot resume the image.
         """
         genid = str(uuidlib.uuid4()) if plan.facts.genid else None
-        xml = domainxml.with_genid(xml, genid, 'Nova guest config')
+        # Clones of an image share its disk's base: never QEMU's to write.
+        xml = disks.protect(domainxml.with_genid(xml, genid,
+                                                 'Nova guest config'))
         xml_for_restore = clone_xml(xml, plan.facts.machine,
                                     self.host.machine_aliases(), genid)
         reasons = domainxml.compare(plan.facts, domainxml.facts(

@@ -10,53 +10,15 @@ with its groups), before, during and after a clone runs.
 import grp
 import os
 import pwd
-import json
 import subprocess
 
 import pytest
 
 from nova_live_snapshot import exception
+from nova_live_snapshot import testbed
 
-QEMU_USER = 'libvirt-qemu'
-
-# Run as the QEMU user: for each path, whether it can be opened for writing,
-# or have its mode changed (which an owner can always do).
-# The system Python: the test's own may live where that user cannot go.
-PYTHON = '/usr/bin/python3'
-_PROBE = r'''
-import json, os, sys
-out = {}
-for path in sys.argv[1:]:
-    verdict = []
-    try:
-        os.close(os.open(path, os.O_WRONLY))
-        verdict.append('open for writing')
-    except OSError:
-        pass
-    try:
-        os.chmod(path, os.stat(path).st_mode & 0o7777)
-        verdict.append('chmod')
-    except OSError:
-        pass
-    out[path] = verdict
-print(json.dumps(out))
-'''
-
-
-def qemu_can_write(*paths):
-    """{path: [what the QEMU user could do to it]} for ``paths``, asked as
-    that user with its supplementary groups."""
-    try:
-        user = pwd.getpwnam(QEMU_USER)
-    except KeyError:
-        pytest.fail('no %s user: libvirtd runs QEMU as someone else'
-                    % QEMU_USER)
-    groups = [g.gr_gid for g in grp.getgrall() if QEMU_USER in g.gr_mem]
-    proc = subprocess.run(
-        [PYTHON, '-I', '-c', _PROBE] + list(paths),
-        user=user.pw_uid, group=user.pw_gid, extra_groups=groups,
-        capture_output=True, text=True, check=True, cwd='/')
-    return {p: v for p, v in json.loads(proc.stdout).items() if v}
+QEMU_USER = testbed.QEMU_USER
+qemu_can_write = testbed.qemu_user_can_write
 
 
 def _image_files(engine, name):

@@ -24,6 +24,7 @@ from nova import thread_pool_factory
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import qemuimg
 from nova_live_snapshot import testbed
 from nova import context as nova_context
 from nova import exception as nova_exception
@@ -216,6 +217,15 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             hostnames.add(out.decode().strip())
         self.assertEqual(2, len(hostnames))
         self.assertNotIn(source['OS-EXT-SRV-ATTR:hostname'], hostnames)
+        # What the clones share (their disks' backing chain: the image's
+        # base in instances/_base) is never the QEMU user's to write.
+        shared = set()
+        for clone in clones:
+            disk = self._guest(clone).disk_sources()['vda']
+            shared.update(i['filename'] for i in qemuimg.info(
+                disk, chain=True)[1:])
+        self.assertNotEqual(set(), shared)
+        self.assertEqual({}, testbed.qemu_user_can_write(*sorted(shared)))
         # The clones are ordinary instances now: their snapshots do not
         # inherit the live image's record, and their next spawn boots.
         for clone in clones:
@@ -228,6 +238,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         _record('capture_and_clone', timings)
 
         self._delete_all()
+        self.assertEqual({}, testbed.qemu_user_can_write(*sorted(shared)))
 
     def test_lazy_clones_map_one_template_that_goes_with_them(self):
         """With restore_mode = lazy, two clones built through Nova resume
