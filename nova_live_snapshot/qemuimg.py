@@ -47,16 +47,19 @@ def convert(source, dest):
     _run(['convert', '-U', '-O', 'qcow2', source, dest])
 
 
-def info_untrusted(path, fmt):
+def info_untrusted(path, fmt, chain=False):
     """``qemu-img info`` of a file from an image, as a dict: its format
     given, never probed (``-f``), under :data:`UNTRUSTED_LIMITS`. Call it
-    only once the file's checksum matched its authenticated record.
+    only once the file's checksum matched its authenticated record. With
+    ``chain``, the list of the whole backing chain (formats as recorded in
+    each layer).
 
     :raises LiveSnapshotError: qemu-img refused the file or hit a limit.
     """
     try:
         out, _err = processutils.execute(
-            'qemu-img', 'info', '-U', '-f', fmt, '--output=json', path,
+            'qemu-img', 'info', '-U', '-f', fmt, '--output=json',
+            *(['--backing-chain'] if chain else []), path,
             prlimit=UNTRUSTED_LIMITS, env_variables={'LC_ALL': 'C'})
     except processutils.ProcessExecutionError as e:
         raise exception.LiveSnapshotError(

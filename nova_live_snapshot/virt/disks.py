@@ -29,22 +29,25 @@ __all__ = ['protect', 'lock_down']
 
 
 def lock_down(path):
-    """Make ``path`` root's and writable by root alone (readable as it was
-    for everyone else)."""
+    """Make ``path`` root's and writable by root alone; QEMU reads it
+    through the "other" read bit (Nova's base files are 0644 anyway)."""
     st = os.stat(path)
     if st.st_uid != 0 or st.st_gid != 0:
         os.chown(path, 0, 0)
-    mode = stat.S_IMODE(st.st_mode) & ~0o022 | 0o444
+    mode = stat.S_IMODE(st.st_mode) & ~0o022 | 0o004
     if mode != stat.S_IMODE(st.st_mode):
         os.chmod(path, mode)
 
 
-def _chain(path):
-    """[(backing path, format), ...] of Nova's disk ``path``, nearest first;
-    empty when it has no backing file or cannot be read."""
+def _chain(path, fmt):
+    """[(backing path, format), ...] of Nova's disk ``path`` (of format
+    ``fmt``), nearest first; empty when it has none or cannot be read. The
+    base came from Glance: qemu-img runs under the untrusted-file limits."""
     try:
-        infos = qemuimg.info(path, chain=True)
-    except (exception.LiveSnapshotError, ValueError):
+        infos = qemuimg.info_untrusted(path, fmt, chain=True)
+    except exception.LiveSnapshotError:
+        return []
+    if not isinstance(infos, list):
         return []
     chain = []
     for info in infos[1:]:
@@ -59,11 +62,13 @@ def protect(xml):
     protected from relabelling, and their backing files locked down."""
     root = domainxml.parse(xml, 'Nova guest config')
     chains = {}
-    for source in root.findall("devices/disk[@type='file']/source"):
-        path = source.get('file')
-        if not path or not os.path.isfile(path):
+    for disk in root.findall("devices/disk[@type='file']"):
+        source, driver = disk.find('source'), disk.find('driver')
+        path = source.get('file') if source is not None else None
+        fmt = driver.get('type') if driver is not None else None
+        if not path or fmt not in ('qcow2', 'raw') or not os.path.isfile(path):
             continue
-        chain = _chain(path)
+        chain = _chain(path, fmt)
         if chain:
             for backing, _fmt in chain:
                 lock_down(backing)
