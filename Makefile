@@ -9,7 +9,7 @@ export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 
-.PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
+.PHONY: all demo bench test unit fuzz live nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
 
 all: test
@@ -43,6 +43,11 @@ bench: venv guest
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The property tests of every untrusted-input reader with many more
+# examples than `make unit` runs (tests/unit/test_untrusted_input.py).
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/unit/test_untrusted_input.py $(PYTEST_ARGS)
 
 live: venv guest
 	NLS_REQUIRE_LIVE=1 $(PY) -m pytest tests/live $(PYTEST_ARGS)

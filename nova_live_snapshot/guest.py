@@ -373,7 +373,16 @@ class Guest:
             raise exception.GuestAgentError(
                 domain=self._name, reason='%s failed: %s'
                 % (execute, e.get_error_message())) from e
-        return json.loads(reply).get('return')
+        # The guest wrote this reply: it may be anything.
+        try:
+            data = json.loads(reply)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            raise exception.GuestAgentError(
+                domain=self._name, reason='%s: the agent answered with '
+                'something other than a JSON object' % execute)
+        return data.get('return')
 
     def agent_ping(self, timeout=2):
         """True when the guest agent answers."""

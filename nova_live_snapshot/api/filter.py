@@ -49,7 +49,7 @@ ACTION = 'createLiveImage'
 # The instance action users see in ``openstack server event list``.
 INSTANCE_ACTION = 'createLiveImage'
 # With or without the project id in the URL (Nova accepts both).
-_PATH = re.compile(r'^(?:/[0-9a-zA-Z_-]+)?/servers/(?P<server>[^/]+)/action/?$')
+_PATH = re.compile(r'^(?:/[0-9a-zA-Z_-]+)?/servers/(?P<server>[^/]+)/action/?\Z')
 
 
 def _fault(exc_class, message):

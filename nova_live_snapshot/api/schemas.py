@@ -11,7 +11,7 @@ RESERVED_PROPERTY = r'^(?!live_snapshot_|trait:)'
 _metadata = {
     'type': 'object',
     'patternProperties': {
-        RESERVED_PROPERTY + r'[a-zA-Z0-9-_:. ]{1,255}$': {
+        RESERVED_PROPERTY + r'[a-zA-Z0-9-_:. ]{1,255}\Z': {
             'type': 'string', 'maxLength': 255,
         },
     },
