@@ -1,8 +1,10 @@
 """One libvirt domain: each method does one libvirt thing.
 
 Flag bitmasks stay here; callers pass keyword arguments. ``libvirtError`` is
-translated in :func:`nova_live_snapshot.host.translate_errors` and, for the
-guest agent, in :meth:`Guest.agent_command`.
+translated in :func:`nova_live_snapshot.virterror.translate_errors` and, for
+the guest agent, in :meth:`Guest.agent_command`. This module does not import
+:mod:`.host` (which hands out Guests): both use :mod:`.virterror` and
+:mod:`.waiting`.
 """
 
 import base64
@@ -15,6 +17,8 @@ import libvirt_qemu
 from lxml import etree
 
 from nova_live_snapshot import exception
+from nova_live_snapshot import virterror
+from nova_live_snapshot import waiting
 
 __all__ = ['Guest']
 
@@ -33,9 +37,7 @@ _STATES = {
 
 
 def _errors(operation, guest):
-    # Imported late: host imports this module.
-    from nova_live_snapshot import host
-    return host.translate_errors(operation, domain=guest._name)
+    return virterror.translate_errors(operation, domain=guest._name)
 
 
 class Guest:
@@ -204,8 +206,6 @@ class Guest:
         caller removes it). The frozen point-in-time copy must have been
         taken from the backing file already: it is written again from here.
         """
-        # Imported late: host imports this module.
-        from nova_live_snapshot import host
         flags = (libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
                  libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
         with _errors('block commit of %s %s' % (self._name, dev), self):
@@ -213,8 +213,8 @@ class Guest:
             # (libvirt carries it on): finish that one.
             if not self.domain.blockJobInfo(dev, 0):
                 self.domain.blockCommit(dev, None, None, 0, flags)
-        host.wait_for(lambda: self._block_job_ready(dev), timeout,
-                      what='the block commit of %s %s' % (self._name, dev))
+        waiting.wait_for(lambda: self._block_job_ready(dev), timeout,
+                         what='the block commit of %s %s' % (self._name, dev))
         with _errors('pivot %s %s' % (self._name, dev), self):
             self.domain.blockJobAbort(
                 dev, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
@@ -222,8 +222,8 @@ class Guest:
         def finished():
             with _errors('block job info', self):
                 return not self.domain.blockJobInfo(dev, 0)
-        host.wait_for(finished, timeout, what='the pivot of %s %s'
-                      % (self._name, dev))
+        waiting.wait_for(finished, timeout, what='the pivot of %s %s'
+                         % (self._name, dev))
 
     def end_job(self, timeout=120):
         """Abort the domain's running job, if any (the memory save of a
@@ -231,8 +231,6 @@ class Guest:
         carries a job on without its caller and would otherwise finish the
         snapshot, overlays included, behind the back of whoever cleans up.
         """
-        from nova_live_snapshot import host
-
         def idle():
             with _errors('job info of %s' % self._name, self):
                 return self.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
@@ -244,7 +242,8 @@ class Guest:
         except libvirt.libvirtError as e:
             # It may have finished in between.
             LOG.info('Aborting the job of %s: %s', self._name, e)
-        host.wait_for(idle, timeout, what='the job of %s to end' % self._name)
+        waiting.wait_for(idle, timeout,
+                         what='the job of %s to end' % self._name)
 
     def save(self, path):
         """Save the memory to ``path`` and stop the domain (virDomainSave)."""
@@ -293,11 +292,10 @@ class Guest:
         return state == 'completed'
 
     def _wait_migration(self, what, timeout):
-        # Imported late: host imports this module.
-        from nova_live_snapshot import host
         try:
-            host.wait_for(lambda: self._migration_done(what), timeout,
-                          interval=0.01, what='%s of %s' % (what, self._name))
+            waiting.wait_for(lambda: self._migration_done(what), timeout,
+                             interval=0.01,
+                             what='%s of %s' % (what, self._name))
         except TimeoutError as e:
             raise exception.HypervisorError(
                 operation='%s of %s' % (what, self._name), reason=str(e))
