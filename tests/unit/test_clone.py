@@ -54,6 +54,18 @@ def _read_all(fifo, out):
         out.append(f.read())
 
 
+def _feed(feeder, fifo):
+    """Run ``feeder`` against a reader of ``fifo``, as libvirt reads it;
+    what the reader got, as a one-item list."""
+    out = []
+    reader = threading.Thread(target=_read_all, args=(fifo, out))
+    reader.start()
+    feeder.start()
+    feeder.join(30)
+    reader.join(30)
+    return out
+
+
 @pytest.fixture
 def memory(tmp_path):
     path = tmp_path / 'memory.save'
@@ -72,12 +84,7 @@ def test_feeder_writes_the_header_then_the_stream_slice(tmp_path, memory):
     header = b'LibvirtQemudSave' + b'\0' * 76 + b'<domain/>\0'
     offset = 4096
     feeder = clone._Feeder(fifo, header, path, offset, len(data) - offset)
-    out = []
-    reader = threading.Thread(target=_read_all, args=(fifo, out))
-    reader.start()
-    feeder.start()
-    feeder.join(30)
-    reader.join(30)
+    out = _feed(feeder, fifo)
     assert not feeder.is_alive() and feeder.error is None
     assert out == [header + data[offset:]]
 
@@ -87,12 +94,7 @@ def test_feeder_reports_a_stream_shorter_than_promised(tmp_path, memory):
     fifo = str(tmp_path / 'short.fifo')
     os.mkfifo(fifo, 0o600)
     feeder = clone._Feeder(fifo, b'h', path, 0, len(data) + 100)
-    out = []
-    reader = threading.Thread(target=_read_all, args=(fifo, out))
-    reader.start()
-    feeder.start()
-    feeder.join(30)
-    reader.join(30)
+    out = _feed(feeder, fifo)
     assert isinstance(feeder.error, EOFError)
     assert '100 bytes early' in str(feeder.error)
     assert out == [b'h' + data]
