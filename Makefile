@@ -9,7 +9,7 @@ export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 
-.PHONY: all demo bench test unit fuzz live nova-functional nova-live nova-driver-tests \
+.PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
 
 all: test
@@ -51,6 +51,11 @@ fuzz: venv
 
 live: venv guest
 	NLS_REQUIRE_LIVE=1 $(PY) -m pytest tests/live $(PYTEST_ARGS)
+
+# The openstack plugin alone (client/, nova-live-snapshot-client) in a fresh
+# venv without nova or libvirt-python (about two minutes, mostly pip).
+client-test: venv
+	$(PY) -m pytest tests/client $(PYTEST_ARGS)
 
 # Nova's services in-process on Nova's own fixtures (tests/nova). Nova's test
 # base is testtools-based: these run under stestr, not pytest.

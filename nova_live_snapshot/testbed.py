@@ -16,8 +16,8 @@ import shutil
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import waiting
 
 __all__ = ['TestGuest', 'WorkloadState', 'read_identity', 'read_workload',
            'wait_ready', 'wait_counter']
@@ -50,9 +50,9 @@ def wait_counter(guest, at_least, timeout=30):
     def reached():
         state = read_workload(guest)
         return state if state.counter >= at_least else None
-    return host_mod.wait_for(reached, timeout,
-                             what='the workload counter of %s to reach %d'
-                             % (guest.name, at_least))
+    return waiting.wait_for(reached, timeout,
+                            what='the workload counter of %s to reach %d'
+                            % (guest.name, at_least))
 
 
 def wait_ready(guest, timeout=120):
@@ -64,8 +64,8 @@ def wait_ready(guest, timeout=120):
             return read_workload(guest, READY_FILE)
         except (exception.GuestAgentError, ValueError):
             return None
-    return host_mod.wait_for(ready, timeout,
-                             what='workload of %s to be ready' % guest.name)
+    return waiting.wait_for(ready, timeout,
+                            what='workload of %s to be ready' % guest.name)
 
 
 # What makes a Debian guest itself, as the re-identification tests compare

@@ -29,6 +29,7 @@ import uuid as uuidlib
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import protocol
 from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
@@ -36,15 +37,16 @@ LOG = logging.getLogger(__name__)
 __all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'glance_hash',
            'is_live_image', 'MemoryCache']
 
-TRAIT = 'CUSTOM_LIVE_SNAPSHOT'
-FORMAT = str(liveimage.FORMAT_VERSION)
-PREFIX = 'live_snapshot_'
-SIGNATURE = PREFIX + 'signature'
-ROLE = PREFIX + 'role'
-DISK_IMAGE = PREFIX + 'disk_image'
-MEMORY_ROLE = 'memory'
-# Glance's default os_hash_algo: the disk hash is signed before upload.
-DISK_HASH = 'sha512'
+# The names the API and the client share (protocol.py), under the names
+# the compute side has always used.
+TRAIT = protocol.TRAIT
+FORMAT = protocol.FORMAT
+PREFIX = protocol.PREFIX
+SIGNATURE = protocol.SIGNATURE_PROPERTY
+ROLE = protocol.ROLE_PROPERTY
+DISK_IMAGE = protocol.DISK_IMAGE_PROPERTY
+MEMORY_ROLE = protocol.MEMORY_ROLE
+DISK_HASH = protocol.DISK_HASH
 
 # Anchored with \Z: "$" also matches before a final newline.
 _UUID = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'

@@ -284,13 +284,13 @@ class LiveSnapshots:
         self.journal.write(image_id, instance=instance.uuid,
                            domain=domain_name, project_id=context.project_id)
         memory_image_id = None
-        result = None
         try:
-            result = capture_mod.capture(self.host, self.store, domain_name,
-                                         image_id, self.conf)
-            self.journal.write(image_id, overlays=result.source_overlays,
-                               domain=domain_name)
-            self._restore_source_chain(domain_name, result.source_overlays)
+            # The capture merges its overlay back into the source's disk
+            # itself; the journal knows the overlay while it does.
+            result = capture_mod.capture(
+                self.host, self.store, domain_name, image_id, self.conf,
+                before_merge=lambda overlays: self.journal.write(
+                    image_id, overlays=overlays, domain=domain_name))
             update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
             update_task_state(
                 task_state=task_states.IMAGE_UPLOADING,
@@ -347,31 +347,11 @@ class LiveSnapshots:
         except BaseException:
             if memory_image_id is not None:
                 self._delete_image(context, memory_image_id)
-            if result is not None:
-                # The commit may not have happened if the failure came first.
-                with contextlib.suppress(exception.LiveSnapshotError):
-                    self._restore_source_chain(domain_name,
-                                               result.source_overlays)
             raise
         finally:
             with contextlib.suppress(exception.ImageNotFound):
                 self.store.delete(image_id)
             self.journal.remove(image_id)
-
-    def _restore_source_chain(self, domain_name, overlays):
-        """Commit the overlays a live capture put under the source back into
-        the disks the source ran on, so that Nova finds the instance exactly
-        as it left it (its disk at its usual path)."""
-        guest = self.host.lookup(domain_name)
-        for dev, overlay in sorted(overlays.items()):
-            if guest.active_disk(dev) == overlay:
-                guest.commit_active(dev)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(overlay)
-        if guest.is_persistent():
-            # libvirt keeps the persistent definition pointing at the
-            # overlay it created; Nova would boot from it next time.
-            self.host.define(guest.xml(inactive=False))
 
     def _overlays_left(self, entry):
         """The overlays an interrupted capture left its source on: those
@@ -599,7 +579,8 @@ class LiveSnapshots:
             overlays = self._overlays_left(entry)
             if overlays:
                 try:
-                    self._restore_source_chain(entry['domain'], overlays)
+                    capture_mod.commit_overlays(self.host, entry['domain'],
+                                                overlays)
                 except exception.LiveSnapshotError:
                     LOG.exception('Could not commit the capture overlay of '
                                   '%s back', entry['domain'])

@@ -319,7 +319,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         the queued Glance image deleted, and no staging, partial image or
         journal left; the source's workload kept running throughout."""
         self._crash_during_capture(
-            'nova_live_snapshot.virt.live.LiveSnapshots._restore_source_chain',
+            'nova_live_snapshot.capture.commit_overlays',
             lambda *args, **kwargs: True)
 
     def test_compute_restart_before_the_journal_knew_the_overlay(self):
