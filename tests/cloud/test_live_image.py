@@ -11,6 +11,15 @@ One Debian source server, one live image, three clones, in order:
    identity that matters (hostname, SSH host keys, machine-id, VM
    generation ID and a reseeded kernel RNG, clock), read through the guest
    agent;
+3a. each server on its own Neutron port: a clone's guest interface carries
+   its port's MAC and the fixed IP Neutron's DHCP agent leased it, the
+   source keeps its address and lease, and no frame with the source's MAC
+   or address left a clone's tap from its first instant; every server
+   answers on its own address from the DHCP namespace (ping, and sshd with
+   its own host key);
+3c. a security group rule that the source and the clones share blocks them
+   all, and port security drops what a clone sends from its source's
+   address;
 4. deleting the clones and the live image leaves no domain, instance
    directory, cached memory stream, staging file or Glance image;
 5. a nova-compute killed in the middle of a capture comes back with the
@@ -28,6 +37,7 @@ import pytest
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
+from tests.cloud import netview
 from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import record_time
 from tests.cloud.conftest import wait_ready
@@ -42,6 +52,7 @@ class Flow:
     clones = ()
     measured = []
     plain_image = False
+    frames = None       # what clones sent into their taps (netview.TapWatch)
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +74,7 @@ def flow(demo):
 def test_1_boot_a_debian_server_and_wait_for_its_workload(demo, compute, flow):
     watch = Stopwatch()
     server = demo('server', 'create', '--image', 'debian-guest',
-                  '--flavor', 'nls.small', '--nic', 'none', '--wait',
+                  '--flavor', 'nls.small', '--network', demo.network, '--wait',
                   'golden-source')
     record_time('boot: create to ACTIVE', watch())
     flow.source = server
@@ -101,17 +112,24 @@ def test_2_capture_while_the_workload_runs(demo, compute, flow):
 
 
 def test_3_three_clones_resume_with_identities_of_their_own(
-        demo, compute, flow):
-    watch = Stopwatch()
-    # (--wait waits for the first server of the three.)
-    demo('server', 'create', '--image', 'golden', '--flavor', 'nls.small',
-         '--nic', 'none', '--min', '3', '--max', '3', '--wait', 'clone')
-    rows = demo('server', 'list', '--name', '^clone-')
-    flow.clones = [{'id': row['ID']} for row in rows]
-    assert len(rows) == 3, rows
-    clones = flow.clones = [demo.wait_server(row['ID'], 'ACTIVE')
-                            for row in rows]
-    record_time('clone: create x3 to all ACTIVE', watch())
+        demo, compute, flow, tmp_path):
+    # Every frame the clones send, from before their taps exist to after
+    # their re-identification (test_3a reads it).
+    tapwatch = netview.TapWatch(str(tmp_path)).start()
+    try:
+        watch = Stopwatch()
+        # (--wait waits for the first server of the three.)
+        demo('server', 'create', '--image', 'golden', '--flavor',
+             'nls.small', '--network', demo.network, '--min', '3', '--max',
+             '3', '--wait', 'clone')
+        rows = demo('server', 'list', '--name', '^clone-')
+        flow.clones = [{'id': row['ID']} for row in rows]
+        assert len(rows) == 3, rows
+        clones = flow.clones = [demo.wait_server(row['ID'], 'ACTIVE')
+                                for row in rows]
+        record_time('clone: create x3 to all ACTIVE', watch())
+    finally:
+        flow.frames = tapwatch.stop()
 
     guests = [compute.guest(s['id']) for s in clones]
     states = [wait_ready(g) for g in guests]
@@ -155,6 +173,115 @@ def test_3_three_clones_resume_with_identities_of_their_own(
         assert launched, clone
 
 
+def _port(cli, server_id):
+    """The server's one port: (id, MAC, fixed IPv4)."""
+    rows = cli('port', 'list', '--server', server_id)
+    assert len(rows) == 1, rows
+    port = cli('port', 'show', rows[0]['ID'])
+    return port['id'], port['mac_address'], port['fixed_ips'][0]['ip_address']
+
+
+def test_3a_each_server_is_a_distinct_machine_on_its_own_port(
+        demo, compute, flow):
+    net = netview.ProjectNetwork(demo('network', 'show', demo.network)['id'])
+    leases = net.leases()
+    servers = [flow.source] + list(flow.clones)
+    ports = [_port(demo, s['id']) for s in servers]
+    assert len({p[1] for p in ports}) == len({p[2] for p in ports}) == 4
+    _, source_mac, source_ip = ports[0]
+    for server, (port_id, mac, ip) in zip(servers, ports):
+        ident = testbed.read_identity(compute.guest(server['id']))
+        # The guest's interface: its port's MAC and fixed IP, leased by
+        # Neutron's dnsmasq to that MAC.
+        assert ident['mac'] == mac, (server['name'], ident, mac)
+        assert ident['ipv4'].split('/')[0] == ip, (server['name'], ident)
+        assert leases.get(mac) == ip, (server['name'], mac, ip, leases)
+        # Reachable on its own address, and the machine answering there is
+        # this one (its own SSH host key, a TCP connection).
+        net.wait_ping(ip)
+        assert net.ssh_ed25519(ip) == ident['ssh_ed25519'], server['name']
+        if server is flow.source:
+            continue
+        frames = flow.frames.get(netview.tap_name(port_id))
+        # The clone's tap was watched from its first frame (its DHCP
+        # request at least)...
+        assert frames, (server['name'], sorted(flow.frames))
+        # ...and nothing it sent ever carried its source's MAC or address.
+        leaked = [f for f in frames if source_mac in (f['src'],
+                                                      f.get('arp_mac'))
+                  or f.get('ip') == source_ip]
+        assert not leaked, (server['name'], leaked[:5])
+        assert {f['src'] for f in frames} == {mac}, server['name']
+
+
+def test_3c_security_groups_and_port_security_hold_for_clones(
+        demo, compute, flow, tmp_path):
+    net = netview.ProjectNetwork(demo('network', 'show', demo.network)['id'])
+    servers = [flow.source] + list(flow.clones)
+    ports = [_port(demo, s['id']) for s in servers]
+    ips = [p[2] for p in ports]
+    assert all(net.ssh_open(ip) for ip in ips)
+    # The default group, which the source and its clones share, loses its
+    # SSH rule: port 22 closes on every one of them, ICMP still passes.
+    rules = demo('security', 'group', 'rule', 'list', 'default',
+                 '--protocol', 'tcp', '--ingress')
+    ssh_rule = [r for r in rules if r['Port Range'] == '22:22']
+    assert len(ssh_rule) == 1, rules
+    demo('security', 'group', 'rule', 'delete', ssh_rule[0]['ID'],
+         parse=False)
+    try:
+        host_mod.wait_for(lambda: not any(net.ssh_open(ip) for ip in ips),
+                          60, interval=0.5,
+                          what='port 22 to close on the source and clones')
+        assert all(net.answers_ping(ip) for ip in ips)
+    finally:
+        demo('security', 'group', 'rule', 'create', 'default', '--ingress',
+             '--protocol', 'tcp', '--dst-port', '22', '--remote-ip',
+             ips[0].rsplit('.', 1)[0] + '.0/24', parse=False)
+    host_mod.wait_for(lambda: all(net.ssh_open(ip) for ip in ips), 60,
+                      interval=0.5, what='port 22 to open again')
+
+    # A clone that takes its source's address: what it sends from there
+    # never reaches the network (port security's anti-spoofing); what it
+    # sends from its own does. Both sent alike to the DHCP server, whose
+    # namespace watches its tap.
+    clone = compute.guest(flow.clones[0]['id'])
+    _, clone_mac, clone_ip = ports[1]
+    source_ip = ips[0]
+    dhcp = [p for p in demo('port', 'list', '--network', demo.network,
+                            '--device-owner', 'network:dhcp')]
+    assert len(dhcp) == 1, dhcp
+    dhcp_port = demo('port', 'show', dhcp[0]['ID'])
+    dhcp_ip = dhcp_port['fixed_ips'][0]['ip_address']
+    watch = netview.TapWatch(str(tmp_path), netns=net.netns).start()
+    send = ('import socket, sys\n'
+            'for src in sys.argv[1:3]:\n'
+            '    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+            '    s.bind((src, 0))\n'
+            '    for _ in range(3):\n'
+            '        s.sendto(b"nls", (sys.argv[3], 9))\n')
+    try:
+        rc, out, err = clone.agent_exec(['/bin/sh', '-c', (
+            'ip addr add "$1/32" dev eth0 && '
+            'ip neigh replace "$3" lladdr "$4" dev eth0 && '
+            'python3 -c "$5" "$1" "$2" "$3"; rc=$?; '
+            'ip addr del "$1/32" dev eth0; exit $rc'), 'sh', source_ip,
+            clone_ip, dhcp_ip, dhcp_port['mac_address'], send])
+        assert rc == 0, err
+        host_mod.wait_for(
+            lambda: any(f.get('ip') == clone_ip
+                        for f in watch.frames_so_far()), 30, interval=0.2,
+            what="the clone's datagrams from its own address to arrive")
+    finally:
+        frames = [f for fs in watch.stop().values() for f in fs]
+    spoofed = [f for f in frames if f.get('ip') == source_ip
+               and f['src'] == clone_mac]
+    assert not spoofed, spoofed[:5]
+    # The source still owns its address.
+    net.wait_ping(source_ip)
+    assert net.leases().get(ports[0][1]) == source_ip
+
+
 def test_3b_measure_a_clone_against_a_boot_from_a_plain_snapshot(
         demo, compute, flow):
     """The figures through Nova (a benchmark beside the scenarios, not a
@@ -171,7 +298,7 @@ def test_3b_measure_a_clone_against_a_boot_from_a_plain_snapshot(
     for kind, image in (('plain', 'golden-plain'), ('clone', 'golden')):
         watch = Stopwatch()
         server = demo('server', 'create', '--image', image, '--flavor',
-                      'nls.small', '--nic', 'none', '--wait',
+                      'nls.small', '--network', demo.network, '--wait',
                       'measure-%s' % kind)
         flow.measured.append(server)
         record_time('%s: create to ACTIVE' % kind, watch())

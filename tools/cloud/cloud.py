@@ -48,6 +48,8 @@ import time
 import urllib.error
 import urllib.request
 
+import network
+
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(TOOLS))
 VENV = sys.prefix
@@ -254,6 +256,7 @@ class Config:
             render(template, os.path.join(ETC, svc, name),
                    db_password=pw['db_' + svc],
                    keystone_authtoken=keystone_authtoken(svc, pw[svc]),
+                   nova_auth=_auth_lines('neutron', pw['neutron']),
                    **common)
         render('ml2_conf.ini', os.path.join(ETC, 'neutron', 'plugins', 'ml2',
                                             'ml2_conf.ini'))
@@ -276,7 +279,7 @@ class Config:
                    databases=dbs,
                    keystone_authtoken=keystone_authtoken('nova', pw['nova']),
                    service_auth=_auth_lines('nova', pw['nova']),
-                   live_snapshot_switch=switch,
+                   live_snapshot_switch=switch, ovsdb=network.OVSDB,
                    signing_key=pw['signing_key'], **common)
         for conf_dir in ('nova', 'nova-default'):
             nova_api_paste(os.path.join(ETC, conf_dir, 'api-paste.ini'))
@@ -487,6 +490,8 @@ class Cloud:
         with self.step('database and queue'):
             self.start_backends()
         self.config.write()
+        backend = network.Backend(self, sys.modules[__name__])
+        backend.write_config()
         with self.step('keystone'):
             self.start_keystone()
         with self.step('identity'):
@@ -495,6 +500,9 @@ class Cloud:
             self.sync_schemas()
         with self.step('apis'):
             self.start_apis()
+        with self.step('network'):
+            backend.start()
+            backend.create_project_networks()
         with self.step('nova services'):
             self.start_nova_services()
         with self.step('flavors and images'):
@@ -899,6 +907,7 @@ def down():
                     'supervisor.pid', 'mysqld.pid', 'rabbitmq-beam.pid'):
                 stop_pid(name[:-4], read_pid(os.path.join(RUN, name)))
     remove_domains()
+    network.cleanup(DATA, log)
     shutil.rmtree(STAGING, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SUPERVISOR_PID)
