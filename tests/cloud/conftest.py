@@ -190,13 +190,20 @@ class Compute:
         with open(self.log, errors='replace') as f:
             return [line for line in f if regex.search(line)]
 
-    def restart(self, kill=False):
-        """Restart nova-compute through the cloud's supervisor; with
-        ``kill``, SIGKILL it first, as a crash would."""
-        argv = [sys.executable, CLOUD_TOOL, 'restart', 'nova-compute']
+    def restart(self, kill=False, service='nova-compute', action='restart'):
+        """Restart (or stop, or start) a service of the cloud through its
+        supervisor, nova-compute by default; with ``kill``, SIGKILL it
+        first, as a crash would."""
+        argv = [sys.executable, CLOUD_TOOL, action, service]
         if kill:
             argv.append('--kill')
         subprocess.run(argv, check=True, capture_output=True, timeout=300)
+
+    def ovs_ports(self):
+        """The ports of the cloud's integration bridge."""
+        return set(subprocess.run(
+            ['ovs-vsctl', 'list-ports', 'br-int'], check=True,
+            capture_output=True, text=True).stdout.split())
 
 
 @pytest.fixture(scope='session')

@@ -58,7 +58,9 @@ class ProjectNetwork:
     def ssh_ed25519(self, ip):
         """The ED25519 host key fingerprint sshd at ``ip`` presents (TCP to
         port 22 of that address), or None."""
-        scan = self.run('ssh-keyscan', '-T', '5', '-t', 'ed25519', ip)
+        # sshd re-executes itself for every connection: seconds under TCG.
+        scan = self.run('ssh-keyscan', '-T', '30', '-t', 'ed25519', ip,
+                        timeout=60)
         if not scan.stdout.strip():
             return None
         fp = subprocess.run(['ssh-keygen', '-lf', '-'], input=scan.stdout,

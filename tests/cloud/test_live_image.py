@@ -20,6 +20,11 @@ One Debian source server, one live image, three clones, in order:
 3c. a security group rule that the source and the clones share blocks them
    all, and port security drops what a clone sends from its source's
    address;
+3d. ovs-vswitchd and then the OVS agent restarted while the clones run:
+   every server ends ACTIVE and answering on its address, with no port
+   left over on the bridge; with the DHCP agent down while a clone spawns,
+   that clone ends ACTIVE with its address or in ERROR with a fault that
+   says why, and once deleted leaves no domain, port, tap or file;
 4. deleting the clones and the live image leaves no domain, instance
    directory, cached memory stream, staging file or Glance image;
 5. a nova-compute killed in the middle of a capture comes back with the
@@ -30,6 +35,7 @@ Each step's wall time is recorded (see conftest.record_time).
 """
 
 import os
+import re
 import time
 
 import pytest
@@ -37,6 +43,7 @@ import pytest
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
+from tests.cloud import conftest
 from tests.cloud import netview
 from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import record_time
@@ -282,6 +289,73 @@ def test_3c_security_groups_and_port_security_hold_for_clones(
     assert net.leases().get(ports[0][1]) == source_ip
 
 
+def test_3d_ovs_restarts_leave_every_server_on_its_network(
+        demo, compute, flow):
+    net = netview.ProjectNetwork(demo('network', 'show', demo.network)['id'])
+    servers = [flow.source] + list(flow.clones)
+    ports = [_port(demo, s['id']) for s in servers]
+    bridge_ports = compute.ovs_ports()
+    assert {netview.tap_name(p[0]) for p in ports} <= bridge_ports
+    for service in ('ovs-vswitchd', 'neutron-openvswitch-agent'):
+        watch = Stopwatch()
+        compute.restart(service=service)
+
+        def whole():
+            states = [demo.server(s['id'])['status'] for s in servers]
+            assert 'ERROR' not in states, (service, states)
+            return (states == ['ACTIVE'] * len(servers)
+                    and all(net.answers_ping(p[2]) for p in ports))
+        host_mod.wait_for(whole, 240, interval=1, what='every server ACTIVE '
+                          'and answering after %s restarted' % service)
+        record_time('fault: %s restarted to all servers answering'
+                    % service, watch())
+        # Nothing more, nothing less on the bridge; sshd (TCP) answers too.
+        assert compute.ovs_ports() == bridge_ports, service
+        assert all(net.ssh_open(p[2]) for p in ports), service
+    # DHCP still serves: the dnsmasq of the network holds every lease.
+    leases = net.leases()
+    assert all(leases.get(p[1]) == p[2] for p in ports), leases
+
+
+def test_3e_dhcp_agent_down_while_a_clone_spawns(demo, admin, compute, flow):
+    bridge_ports = compute.ovs_ports()
+    compute.restart(service='neutron-dhcp-agent', action='stop')
+    try:
+        try:
+            demo('server', 'create', '--image', 'golden', '--flavor',
+                 'nls.small', '--network', demo.network, '--wait',
+                 'clone-nodhcp', parse=False)
+        except conftest.CLIError:
+            pass            # --wait fails on ERROR
+        flow.measured.append(demo.server('clone-nodhcp'))
+        server = host_mod.wait_for(
+            lambda: (lambda s: s if s['status'] in ('ACTIVE', 'ERROR')
+                     else None)(demo.server('clone-nodhcp')),
+            600, interval=2, what='clone-nodhcp to be ACTIVE or ERROR')
+    finally:
+        compute.restart(service='neutron-dhcp-agent', action='start')
+    record_time('fault: DHCP agent down, clone ended %s' % server['status'],
+                0)
+    instance = admin('server', 'show', server['id'])[
+        'OS-EXT-SRV-ATTR:instance_name']
+    if server['status'] == 'ERROR':
+        # A fault that says why, and nothing of the clone on the host.
+        assert server['fault']['message'], server
+        assert instance not in compute.domain_names()
+    else:
+        port_id, mac, ip = _port(demo, server['id'])
+        ident = testbed.read_identity(compute.guest(server['id']))
+        assert ident['mac'] == mac and ident['ipv4'].split('/')[0] == ip
+    ports = [r['ID'] for r in demo('port', 'list', '--server', server['id'])]
+    demo('server', 'delete', '--wait', server['id'], parse=False)
+    flow.measured = [m for m in flow.measured if m['id'] != server['id']]
+    assert instance not in compute.domain_names()
+    assert server['id'] not in compute.files(compute.instances)
+    assert compute.ovs_ports() == bridge_ports
+    for port_id in ports:
+        assert demo.fails('port', 'show', port_id)
+
+
 def test_3b_measure_a_clone_against_a_boot_from_a_plain_snapshot(
         demo, compute, flow):
     """The figures through Nova (a benchmark beside the scenarios, not a
@@ -309,6 +383,7 @@ def test_3b_measure_a_clone_against_a_boot_from_a_plain_snapshot(
             assert state.token != flow.before_capture.token
         else:
             assert state.token == flow.before_capture.token
+            _record_clone_timings(compute, server['id'])
     record_time('ratio: plain-snapshot boot / clone, to ready',
                 results['plain'] / results['clone'])
     demo('server', 'delete', '--wait', *[s['id'] for s in flow.measured],
@@ -316,6 +391,24 @@ def test_3b_measure_a_clone_against_a_boot_from_a_plain_snapshot(
     flow.measured = []
     demo('image', 'delete', 'golden-plain', parse=False)
     flow.plain_image = False
+
+
+def _record_clone_timings(compute, server_id):
+    """Where the clone's time went, from nova-compute's account of it."""
+    lines = compute.log_lines(r'\[instance: %s\] Clone timings' % server_id)
+    assert lines, server_id
+    line = lines[-1]
+    for what, pattern in (
+            ('restore', r'restore ([\d.]+) s'),
+            ('port wiring and resume', r'port wiring and resume ([\d.]+) s'),
+            ('re-identification', r're-identification ([\d.]+) s'),
+            ('DHCP lease', r'DHCP lease ([\d.]+) s')):
+        match = re.search(pattern, line)
+        if match:
+            record_time('clone: %s' % what, float(match.group(1)))
+    steps = re.search(r're-identification [\d.]+ s \((.*); DHCP', line)
+    for step, seconds in re.findall(r'(\w+) ([\d.]+) s', steps.group(1)):
+        record_time('clone: step %s' % step, float(seconds))
 
 
 def test_4_deleting_clones_and_image_leaves_nothing(

@@ -36,6 +36,11 @@ OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 INTEGRATION_BRIDGE = 'br-int'
 #: project: its network's subnet
 PROJECT_SUBNETS = {'demo': '10.78.1.0/24', 'alt': '10.78.2.0/24'}
+#: service: what must restart after it. On the userspace datapath the DHCP
+#: agent's ports are taps of ovs-vswitchd's: they go with the process, and
+#: the new one makes them again in its own namespace, not in the qdhcp-
+#: ones, until the agent plugs them anew at its start.
+RESTARTS_WITH = {'ovs-vswitchd': ('neutron-dhcp-agent',)}
 #: the agents the cloud needs alive, by Neutron's agent_type
 AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent')
 
