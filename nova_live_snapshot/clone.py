@@ -32,6 +32,7 @@ import threading
 import time
 import uuid as uuidlib
 
+from nova_live_snapshot import dhcphost
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import identity
@@ -60,6 +61,7 @@ class Clone:
     restore_s: float = None     # restore alone: the clone runs from here
     identity: dict = None
     restore_mode: str = 'eager'     # or 'lazy': mapped from a template
+    address: str = None     # its static DHCP address on the clone network
 
     @property
     def overlay(self):
@@ -422,7 +424,13 @@ class CloneManager:
         spec = self._spec(verified, name, exact_copy)
         path = os.path.dirname(spec.disk_path)
         guest = None
+        address = None
         try:
+            if self.network:
+                # Before the restore: its DHCP request after the
+                # re-identification must find the entry.
+                address = dhcphost.reserve(self.host, self.network, spec.mac,
+                                           name)
             xml = prepare_domain(verified, spec, 'clone XML')
             if template is None:
                 restore(self.host, image.name, verified.save, xml,
@@ -447,7 +455,8 @@ class CloneManager:
                           genid=guest.genid(), image=image.name, path=path,
                           spawn_s=round(time.monotonic() - started, 3),
                           restore_s=restore_s, identity=report,
-                          restore_mode='eager' if template is None else 'lazy')
+                          restore_mode='eager' if template is None else 'lazy',
+                          address=address)
             record = self._record_path(name)
             with open(record + '.tmp', 'w') as f:
                 json.dump(clone.to_dict(), f)
@@ -473,6 +482,14 @@ class CloneManager:
         guest = self.host.find(name)
         if guest is not None:
             guest.remove()
+        if self.network:
+            try:
+                dhcphost.release(self.host, self.network, name)
+            except exception.HypervisorError as e:
+                # The network itself is gone or refuses: the clone still
+                # goes; the entry (if any) names it for an operator.
+                LOG.warning('Could not remove the DHCP host entry of clone '
+                            '%s from network %s: %s', name, self.network, e)
         shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
     def destroy(self, name):

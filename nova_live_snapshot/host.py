@@ -173,6 +173,29 @@ class Host:
                     return False
                 raise
 
+    def network_xml(self, name):
+        """The live XML of libvirt network ``name``."""
+        with translate_errors('read network %s' % name):
+            return self.get_connection().networkLookupByName(name).XMLDesc(0)
+
+    def update_dhcp_host(self, network, host_xml, add=True):
+        """Add (or delete) one ``<host>`` of the network's DHCP section,
+        live and in its persistent definition; dnsmasq rereads its hosts.
+
+        :raises HypervisorError: libvirt refused it (an entry with the same
+            MAC, name or address exists, when adding; none matches, when
+            deleting).
+        """
+        cmd = (libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST if add
+               else libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE)
+        flags = (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+                 | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
+        with translate_errors('%s a DHCP host of network %s' % (
+                'add' if add else 'delete', network)):
+            self.get_connection().networkLookupByName(network).update(
+                cmd, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml,
+                flags)
+
     def domain_names(self):
         with translate_errors('list domains'):
             return {d.name() for d in self.get_connection().listAllDomains()}

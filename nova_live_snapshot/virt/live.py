@@ -48,6 +48,8 @@ class RestorePlan:
     memory_path: str = None
     save: object = None
     facts: domainxml.DomainFacts = None
+    restored_at: float = None   # time.monotonic() when QEMU ran (paused)
+    restore_s: float = None     # define, config drive, restore
 
 
 def clone_xml(xml, machine, aliases, genid):

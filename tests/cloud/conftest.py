@@ -31,7 +31,7 @@ CLOUDS_YAML = os.path.join(CLOUD_DIR, 'clouds.yaml')
 CLOUD_TOOL = os.path.join(os.path.dirname(__file__), '..', '..', 'tools',
                           'cloud', 'cloud.py')
 OPENSTACK = os.path.join(os.path.dirname(sys.executable), 'openstack')
-# "networks": "none" needs 2.37; the CLI asks for what the test needs.
+# The CLI asks for what the tests need (2.90: the hostname of a server).
 COMPUTE_API = '2.90'
 
 _timings = {}
@@ -66,10 +66,13 @@ class CLIError(Exception):
 
 
 class CLI:
-    """The ``openstack`` command as one of the cloud's users."""
+    """The ``openstack`` command as one of the cloud's users; ``network`` is
+    the name of their project's network (tools/cloud/network.py), which
+    every server of the scenarios is booted on."""
 
-    def __init__(self, cloud):
+    def __init__(self, cloud, network=None):
         self.cloud = cloud
+        self.network = network
 
     def __call__(self, *args, parse=True, timeout=900):
         argv = [OPENSTACK, '--os-cloud', self.cloud,
@@ -136,12 +139,12 @@ def cloud_ready():
 
 @pytest.fixture(scope='session')
 def demo(cloud_ready):
-    return CLI('nls-demo')
+    return CLI('nls-demo', 'demo-net')
 
 
 @pytest.fixture(scope='session')
 def alt(cloud_ready):
-    return CLI('nls-alt')
+    return CLI('nls-alt', 'alt-net')
 
 
 @pytest.fixture(scope='session')
@@ -152,7 +155,7 @@ def admin(cloud_ready):
 @pytest.fixture(scope='session')
 def demo_default(cloud_ready):
     """demo, through the nova-api that leaves the feature at its default."""
-    return CLI('nls-demo-default')
+    return CLI('nls-demo-default', 'demo-net')
 
 
 class Compute:
@@ -187,13 +190,20 @@ class Compute:
         with open(self.log, errors='replace') as f:
             return [line for line in f if regex.search(line)]
 
-    def restart(self, kill=False):
-        """Restart nova-compute through the cloud's supervisor; with
-        ``kill``, SIGKILL it first, as a crash would."""
-        argv = [sys.executable, CLOUD_TOOL, 'restart', 'nova-compute']
+    def restart(self, kill=False, service='nova-compute', action='restart'):
+        """Restart (or stop, or start) a service of the cloud through its
+        supervisor, nova-compute by default; with ``kill``, SIGKILL it
+        first, as a crash would."""
+        argv = [sys.executable, CLOUD_TOOL, action, service]
         if kill:
             argv.append('--kill')
         subprocess.run(argv, check=True, capture_output=True, timeout=300)
+
+    def ovs_ports(self):
+        """The ports of the cloud's integration bridge."""
+        return set(subprocess.run(
+            ['ovs-vsctl', 'list-ports', 'br-int'], check=True,
+            capture_output=True, text=True).stdout.split())
 
 
 @pytest.fixture(scope='session')

@@ -16,7 +16,8 @@ from tests.cloud.conftest import wait_ready
 def captured(demo, compute):
     """A running busybox server and a live image of it (demo's)."""
     server = demo('server', 'create', '--image', 'busybox-guest', '--flavor',
-                  'nls.tiny', '--nic', 'none', '--wait', 'refusal-source')
+                  'nls.tiny', '--network', demo.network, '--wait',
+                  'refusal-source')
     wait_ready(compute.guest(server['id']))
     image = demo('server', 'live-image', 'create', server['id'], '--name',
                  'refusal-image', '--wait')
@@ -70,7 +71,7 @@ def _refused(cli, compute, name, image, flavor):
     once the server is gone again with no domain left."""
     try:
         cli('server', 'create', '--image', image, '--flavor', flavor,
-            '--nic', 'none', '--wait', name, parse=False)
+            '--network', cli.network, '--wait', name, parse=False)
     except CLIError:
         pass
     server = cli.wait_server(name, 'ERROR')

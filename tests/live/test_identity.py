@@ -8,9 +8,12 @@ import time
 import pytest
 from lxml import etree
 
+from nova_live_snapshot import dhcphost
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
+
+from tests.live.conftest import NETWORK
 
 
 def _sh(guest, script):
@@ -81,8 +84,10 @@ def test_each_clone_leases_its_own_address_and_answers_on_it(
     addrs = [c.identity['facts']['ipv4'] for c in clones]
     assert len(set(addrs)) == 4
     assert source_addr not in addrs
-    for addr, g in zip(addrs, guests):
+    for addr, g, c in zip(addrs, guests, clones):
         assert addr.startswith('10.77.')
+        # The address of the clone's own static DHCP entry.
+        assert addr.split('/')[0] == c.address, (addr, c)
         assert addr in _sh(g, 'ip -o -4 addr show dev eth0')
         assert bed.ping(addr.split('/')[0]), addr
     # No clone ever spoke as the source: the bridge still forwards the
@@ -101,6 +106,33 @@ def test_each_clone_leases_its_own_address_and_answers_on_it(
     assert all(' dev %s ' % source_port in line for line in fdb), fdb
     neigh = bed.netns_run('ip', 'neigh', 'show', source_addr.split('/')[0])
     assert not any(c.mac in neigh for c in clones), neigh
+
+
+def test_a_clones_dhcp_entry_is_made_with_it_and_removed_with_it(
+        bed, golden):
+    """Each clone's address is a static host entry of the network (its
+    MAC, its name, an address outside the dynamic range), there before
+    the clone's DHCP request and gone when the clone is destroyed: the
+    address is free for the next clone."""
+    result, _, _ = golden
+    clones = bed.spawn(result.image.name, count=2)
+    try:
+        xml = bed.host.network_xml(NETWORK)
+        for clone in clones:
+            assert dhcphost.static_address(xml, clone.name) == clone.address
+            assert clone.identity['facts']['ipv4'].split('/')[0] == \
+                clone.address
+            assert "mac='%s'" % clone.mac in xml or \
+                'mac="%s"' % clone.mac in xml
+        assert clones[0].address != clones[1].address
+        # Outside the range dnsmasq leases dynamically (10.77.1.1-...).
+        assert all(c.address.startswith('10.77.0.') for c in clones)
+    finally:
+        bed.destroy_all(clones)
+    xml = bed.host.network_xml(NETWORK)
+    for clone in clones:
+        assert dhcphost.static_address(xml, clone.name) is None
+        assert clone.mac not in xml
 
 
 def test_a_restored_clone_is_off_the_network_until_re_identified(

@@ -25,7 +25,10 @@ Commands (run with the project's virtualenv python)::
     cloud.py env       shell exports for the openstack CLI
     cloud.py logs      the last error lines of every service's log
     cloud.py restart SERVICE [--kill]
-                       restart one service (SIGKILL first: a crash)
+                       restart one service (SIGKILL first: a crash), and
+                       what runs on it (ovs-vswitchd: the DHCP agent)
+    cloud.py stop SERVICE [--kill], cloud.py start SERVICE
+                       stop one service, start it again
 
 State lives in ``$NLS_CLOUD_DIR`` (default ``/var/tmp/nls-cloud``):
 ``etc/`` (generated configuration), ``data/`` (databases, images, Nova's
@@ -47,6 +50,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+import network
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(TOOLS))
@@ -254,6 +259,7 @@ class Config:
             render(template, os.path.join(ETC, svc, name),
                    db_password=pw['db_' + svc],
                    keystone_authtoken=keystone_authtoken(svc, pw[svc]),
+                   nova_auth=_auth_lines('neutron', pw['neutron']),
                    **common)
         render('ml2_conf.ini', os.path.join(ETC, 'neutron', 'plugins', 'ml2',
                                             'ml2_conf.ini'))
@@ -276,7 +282,7 @@ class Config:
                    databases=dbs,
                    keystone_authtoken=keystone_authtoken('nova', pw['nova']),
                    service_auth=_auth_lines('nova', pw['nova']),
-                   live_snapshot_switch=switch,
+                   live_snapshot_switch=switch, ovsdb=network.OVSDB,
                    signing_key=pw['signing_key'], **common)
         for conf_dir in ('nova', 'nova-default'):
             nova_api_paste(os.path.join(ETC, conf_dir, 'api-paste.ini'))
@@ -487,6 +493,8 @@ class Cloud:
         with self.step('database and queue'):
             self.start_backends()
         self.config.write()
+        backend = network.Backend(self, sys.modules[__name__])
+        backend.write_config()
         with self.step('keystone'):
             self.start_keystone()
         with self.step('identity'):
@@ -495,6 +503,9 @@ class Cloud:
             self.sync_schemas()
         with self.step('apis'):
             self.start_apis()
+        with self.step('network'):
+            backend.start()
+            backend.create_project_networks()
         with self.step('nova services'):
             self.start_nova_services()
         with self.step('flavors and images'):
@@ -752,28 +763,42 @@ class Cloud:
                 os.unlink(service.pid_file)
 
     def restart_requested(self):
-        """Serve ``cloud.py restart``: its request names the service and
-        whether to SIGKILL it (a crash) rather than stop it."""
+        """Serve ``cloud.py restart|stop|start``: the request names the
+        service, the action and, for restart and stop, whether to SIGKILL
+        it (a crash) rather than stop it. Restarting a service restarts
+        what depends on its processes too (network.RESTARTS_WITH)."""
         with open(RESTART_REQUEST) as f:
             request = json.load(f)
         os.unlink(RESTART_REQUEST)
+        action = request.get('action', 'restart')
         service = next(s for s in self.services
                        if s.name == request['service'])
-        pid = service.proc.pid
-        if request['kill']:
-            log('killing %s (pid %d)', service.name, pid)
-            os.killpg(pid, signal.SIGKILL)
-            wait_for(lambda: service.proc.poll() is not None, 60,
-                     '%s to die' % service.name)
-        else:
-            service.stop()
+        pid = service.proc.pid if service.proc.poll() is None else None
+        if action in ('restart', 'stop') and pid is not None:
+            if request['kill']:
+                log('killing %s (pid %d)', service.name, pid)
+                os.killpg(pid, signal.SIGKILL)
+                wait_for(lambda: service.proc.poll() is not None, 60,
+                         '%s to die' % service.name)
+            else:
+                service.stop()
+        started = []
+        if action in ('restart', 'start'):
+            started.append(service)
+            if action == 'restart':
+                started += [s for s in self.services if s.name in
+                            network.RESTARTS_WITH.get(service.name, ())]
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
         try:
-            service.start()
+            for svc in started:
+                if svc is not service:
+                    svc.stop()
+                svc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         with open(RESTART_DONE % request['id'], 'w') as f:
-            json.dump({'old_pid': pid, 'pid': service.proc.pid}, f)
+            json.dump({'old_pid': pid, 'pid': service.proc.pid
+                       if action != 'stop' else None}, f)
 
     def stop_all(self):
         for service in reversed(self.services):
@@ -899,6 +924,7 @@ def down():
                     'supervisor.pid', 'mysqld.pid', 'rabbitmq-beam.pid'):
                 stop_pid(name[:-4], read_pid(os.path.join(RUN, name)))
     remove_domains()
+    network.cleanup(DATA, log)
     shutil.rmtree(STAGING, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SUPERVISOR_PID)
@@ -966,9 +992,9 @@ def status():
     return 0 if state == 'up' else 3
 
 
-def restart(service, kill=False):
-    """Have the supervisor restart one service (SIGKILL first with
-    ``kill``); returns once the new process is started."""
+def restart(service, kill=False, action='restart'):
+    """Have the supervisor restart, stop or start one service (SIGKILL
+    first with ``kill``); returns once it is done."""
     pid = read_pid(SUPERVISOR_PID)
     if not (pid and alive(pid) and os.path.exists(READY)):
         raise CloudError('the cloud is not up')
@@ -977,16 +1003,19 @@ def restart(service, kill=False):
             raise CloudError('no service %r in this cloud' % service)
     request_id = secrets.token_hex(4)
     with open(RESTART_REQUEST, 'w') as f:
-        json.dump({'service': service, 'kill': kill, 'id': request_id}, f)
+        json.dump({'service': service, 'kill': kill, 'id': request_id,
+                   'action': action}, f)
     os.kill(pid, signal.SIGUSR1)
     done = RESTART_DONE % request_id
     wait_for(lambda: os.path.exists(done), 180,
-             'the supervisor to restart %s' % service)
+             'the supervisor to %s %s' % (action, service))
     with open(done) as f:
         result = json.load(f)
     os.unlink(done)
-    log('%s restarted: pid %d, was %d', service, result['pid'],
-        result['old_pid'])
+    log('%s %s: pid %s, was %s', service, {'restart': 'restarted',
+                                           'stop': 'stopped',
+                                           'start': 'started'}[action],
+        result['pid'], result['old_pid'])
     return 0
 
 
@@ -1017,9 +1046,12 @@ def env():
 def main(argv):
     commands = {'up': up, 'down': down, 'status': status, 'env': env,
                 'logs': show_logs, 'serve': serve}
-    if argv[:1] == ['restart'] and len(argv) in (2, 3) and (
+    if argv[:1] in (['restart'], ['stop']) and len(argv) in (2, 3) and (
             len(argv) == 2 or argv[2] == '--kill'):
-        command = lambda: restart(argv[1], kill=len(argv) == 3)  # noqa
+        command = lambda: restart(argv[1], kill=len(argv) == 3,  # noqa
+                                  action=argv[0])
+    elif argv[:1] == ['start'] and len(argv) == 2:
+        command = lambda: restart(argv[1], action='start')  # noqa
     elif len(argv) == 1 and argv[0] in commands:
         command = commands[argv[0]]
     else:

@@ -1,0 +1,38 @@
+"""Which addresses a clone's static DHCP entry may take (dhcphost)."""
+
+import ipaddress
+
+from nova_live_snapshot import dhcphost
+
+NETWORK = '''<network>
+  <name>nls-test</name>
+  <ip address='10.77.0.1' netmask='255.255.0.0'>
+    <dhcp>
+      <range start='10.77.1.1' end='10.77.254.254'/>
+      <host mac='52:54:00:00:00:01' name='a' ip='10.77.0.2'/>
+    </dhcp>
+  </ip>
+</network>'''
+
+
+def test_free_addresses_skip_the_gateway_ranges_and_entries():
+    addresses = dhcphost._free_addresses(NETWORK)
+    free = [str(a) for a in addresses]
+    assert free[:2] == ['10.77.0.3', '10.77.0.4']
+    assert '10.77.0.1' not in free and '10.77.0.2' not in free
+    lo, hi = ipaddress.IPv4Address('10.77.1.1'), ipaddress.IPv4Address(
+        '10.77.254.254')
+    assert not [a for a in addresses if lo <= a <= hi]
+    assert '10.77.1.0' in free
+    assert free[-1] == '10.77.255.254'
+
+
+def test_static_address_by_name():
+    assert dhcphost.static_address(NETWORK, 'a') == '10.77.0.2'
+    assert dhcphost.static_address(NETWORK, 'b') is None
+
+
+def test_a_network_without_dhcp_has_nothing_free():
+    assert dhcphost._free_addresses(
+        "<network><name>n</name><ip address='10.0.0.1' prefix='24'/>"
+        "</network>") == []

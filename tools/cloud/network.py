@@ -1,0 +1,226 @@
+"""The test cloud's network backend: ML2/openvswitch with its agents.
+
+These machines' kernels have no openvswitch module, so Open vSwitch runs
+its userspace (``netdev``) datapath; ``ovs-vswitchd`` opens the guests'
+taps itself. libvirtd runs in the ``nls-test`` network namespace
+(tools/setup-host.sh) and its taps appear there, so ``ovs-vswitchd``, the
+OVS agent (the switch's OpenFlow controller, on that namespace's loopback)
+and the DHCP agent (whose ``qdhcp-`` namespaces hang off br-int) run in it
+too. What stays in the host namespace reaches OVS through its database's
+unix socket (nova-compute's os-vif, libvirt's ``ovs-vsctl``), and the
+agents reach RabbitMQ through a unix socket that two ``socat`` relays put
+between the namespace's loopback and the host's: every packet stays on a
+loopback or inside the bridges and namespaces the cloud creates.
+
+OVS uses Debian's compiled-in run directory (``/var/run/openvswitch``), so
+that every OVS tool (libvirt's ``ovs-vsctl`` too) finds the switch without
+options; its database lives with the cloud's data. Nothing else on these
+machines runs Open vSwitch.
+
+Each project of the cloud gets a ``local`` network with a DHCP subnet, and
+its default security group lets ICMP and SSH in from that subnet (the
+checks ping and connect from the DHCP namespace).
+"""
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+
+NETNS = os.environ.get('NLS_NETNS', 'nls-test')
+OVS_RUNDIR = '/var/run/openvswitch'
+OVSDB = 'unix:%s/db.sock' % OVS_RUNDIR
+OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
+INTEGRATION_BRIDGE = 'br-int'
+#: project: its network's subnet
+PROJECT_SUBNETS = {'demo': '10.78.1.0/24', 'alt': '10.78.2.0/24'}
+#: service: what must restart after it. On the userspace datapath the DHCP
+#: agent's ports are taps of ovs-vswitchd's: they go with the process, and
+#: the new one makes them again in its own namespace, not in the qdhcp-
+#: ones, until the agent plugs them anew at its start.
+RESTARTS_WITH = {'ovs-vswitchd': ('neutron-dhcp-agent',)}
+#: the agents the cloud needs alive, by Neutron's agent_type
+AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent')
+
+
+def in_netns(argv):
+    """``argv`` in libvirtd's network namespace (only the network one)."""
+    return ['nsenter', '--net=/run/netns/%s' % NETNS] + list(argv)
+
+
+def network_name(project):
+    return '%s-net' % project
+
+
+def privsep_sections(venv, config_files):
+    """Every privsep context of neutron's agents starts its helper directly
+    (root already; sudo's secure_path would not find the virtualenv's)."""
+    helper = ' '.join([os.path.join(venv, 'bin', 'privsep-helper')] + [
+        '--config-file %s' % f for f in config_files])
+    return '\n\n'.join('[%s]\nhelper_command = %s' % (section, helper)
+                       for section in (
+                           'privsep', 'privsep_dhcp_release',
+                           'privsep_ovs_vsctl', 'privsep_namespace',
+                           'privsep_conntrack', 'privsep_link'))
+
+
+class Backend:
+    """Builds and starts the backend as part of a cloud.
+
+    :param cloud: the ``Cloud`` being built (its ``start``, ``pw`` and
+        ``admin``)
+    :param ctx: the cloud module (Service, run, wait_for, paths)
+    """
+
+    def __init__(self, cloud, ctx):
+        self.cloud = cloud
+        self.ctx = ctx
+        self.neutron_etc = os.path.join(ctx.ETC, 'neutron')
+        self.ovs_data = os.path.join(ctx.DATA, 'ovs')
+        self.rabbit_socket = os.path.join(ctx.RUN, 'rabbit.sock')
+
+    def conf(self, name):
+        return os.path.join(self.neutron_etc, name)
+
+    def write_config(self):
+        ctx = self.ctx
+        neutron = self.conf('neutron.conf')
+        for name in ('openvswitch_agent.ini', 'dhcp_agent.ini'):
+            path = self.conf(name)
+            ctx.render(name, path, ovsdb=OVSDB,
+                       privsep=privsep_sections(ctx.VENV, [neutron, path]))
+
+    def service(self, name, argv, netns=True, **kw):
+        return self.ctx.Service(name, in_netns(argv) if netns else argv,
+                                **kw)
+
+    def start(self):
+        """OVS, the RPC relay and both agents, once neutron-server runs;
+        returns when the agents report alive and br-int exists."""
+        ctx = self.ctx
+        start = self.cloud.start
+        # Under a WSGI server neutron serves only its API: the agents' RPC
+        # (their reports, DHCP and port wiring) is a process of its own.
+        start(self.service('neutron-rpc-server', [
+            os.path.join(ctx.BIN, 'neutron-rpc-server'), '--config-file',
+            self.conf('neutron.conf'), '--config-file',
+            self.conf('plugins/ml2/ml2_conf.ini')], netns=False))
+        if not os.path.exists('/run/netns/%s' % NETNS):
+            raise ctx.CloudError('network namespace %s is missing (run '
+                                 'tools/setup-host.sh)' % NETNS)
+        os.makedirs(self.ovs_data)
+        os.makedirs(OVS_RUNDIR, exist_ok=True)
+        db = os.path.join(self.ovs_data, 'conf.db')
+        ctx.run(['ovsdb-tool', 'create', db, OVS_SCHEMA], 'ovsdb-tool create')
+        start(self.service('ovsdb-server', [
+            'ovsdb-server', db, '--remote=punix:%s/db.sock' % OVS_RUNDIR,
+            '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
+            '--no-chdir', '-vconsole:info'], netns=False))
+        ctx.wait_for(lambda: os.path.exists('%s/db.sock' % OVS_RUNDIR), 30,
+                     'ovsdb-server to listen')
+        ctx.run(['ovs-vsctl', '--no-wait', 'init'], 'ovs-vsctl init')
+        start(self.service('ovs-vswitchd', [
+            'ovs-vswitchd', OVSDB, '--no-chdir', '-vconsole:info']))
+        ctx.wait_for(lambda: glob.glob('%s/ovs-vswitchd.*.ctl' % OVS_RUNDIR),
+                     30, 'ovs-vswitchd to start')
+        # The agents' RPC: the namespace's 127.0.0.1:5672 leads to the
+        # host's through a unix socket only root can open.
+        start(self.service('rabbit-relay-host', [
+            'socat', 'UNIX-LISTEN:%s,fork,mode=600' % self.rabbit_socket,
+            'TCP:127.0.0.1:5672'], netns=False))
+        ctx.wait_for(lambda: os.path.exists(self.rabbit_socket), 30,
+                     'the RPC relay to listen')
+        start(self.service('rabbit-relay-netns', [
+            'socat', 'TCP-LISTEN:5672,bind=127.0.0.1,reuseaddr,fork',
+            'UNIX-CONNECT:%s' % self.rabbit_socket]))
+        neutron = self.conf('neutron.conf')
+        for name, ini, stop_timeout in (
+                # The OVS agent ignores SIGTERM: a short wait, then KILL.
+                ('neutron-openvswitch-agent', 'openvswitch_agent.ini', 5),
+                ('neutron-dhcp-agent', 'dhcp_agent.ini', 30)):
+            start(self.service(name, [
+                os.path.join(ctx.BIN, name), '--config-file', neutron,
+                '--config-file', self.conf(ini)], stop_timeout=stop_timeout))
+        conn = self.cloud.admin()
+
+        def agents_alive():
+            for svc in self.cloud.services:
+                svc.check_running()
+            alive = {a.agent_type for a in conn.network.agents()
+                     if a.is_alive}
+            return alive.issuperset(AGENT_TYPES) and bridge_exists()
+        ctx.wait_for(agents_alive, 180, 'the OVS and DHCP agents to report '
+                     'alive and br-int to exist', interval=1)
+        ctx.log('the OVS and DHCP agents are alive')
+
+    def create_project_networks(self):
+        """A network and DHCP subnet per project, made by the admin as an
+        operator would; each project's default security group admits ICMP
+        and SSH from its subnet."""
+        import openstack
+        conn = self.cloud.admin()
+        for project, cidr in PROJECT_SUBNETS.items():
+            project_id = conn.identity.find_project(project).id
+            net = conn.network.create_network(
+                name=network_name(project), project_id=project_id)
+            conn.network.create_subnet(
+                name='%s-subnet' % project, network_id=net.id,
+                project_id=project_id, ip_version=4, cidr=cidr,
+                gateway_ip=None, enable_dhcp=True)
+            # As the project's user: its default group is made on its first
+            # request.
+            user = openstack.connect(
+                auth_url=self.ctx.KEYSTONE + '/v3', username=project,
+                password=self.cloud.pw[project], project_name=project,
+                user_domain_name='Default', project_domain_name='Default',
+                region_name=self.ctx.REGION)
+            default = next(g for g in user.network.security_groups()
+                           if g.name == 'default')
+            for protocol, port in (('icmp', None), ('tcp', 22)):
+                user.network.create_security_group_rule(
+                    security_group_id=default.id, direction='ingress',
+                    ethertype='IPv4', protocol=protocol,
+                    port_range_min=port, port_range_max=port,
+                    remote_ip_prefix=cidr)
+            self.ctx.log('network %s (%s) for project %s',
+                         network_name(project), cidr, project)
+
+
+def bridge_exists():
+    return subprocess.run(['ovs-vsctl', '--timeout=5', 'br-exists',
+                           INTEGRATION_BRIDGE], capture_output=True,
+                          check=False).returncode == 0
+
+
+def cleanup(data_dir, log):
+    """What the backend leaves after its daemons stop: the DHCP agent's
+    dnsmasq processes (daemons of their own) and ``qdhcp-`` namespaces, for
+    the networks this cloud's agent served (its state directory names
+    them), and OVS's run directory."""
+    for net_dir in glob.glob(os.path.join(data_dir, 'neutron', 'dhcp',
+                                          '*-*-*-*-*')):
+        net_id = os.path.basename(net_dir)
+        pid_file = os.path.join(net_dir, 'pid')
+        with contextlib.suppress(FileNotFoundError, ValueError,
+                                 ProcessLookupError):
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                if b'dnsmasq' in f.read():
+                    log('stopping dnsmasq of network %s (pid %d)', net_id,
+                        pid)
+                    os.kill(pid, signal.SIGTERM)
+        ns = 'qdhcp-%s' % net_id
+        if os.path.exists('/run/netns/%s' % ns):
+            log('removing namespace %s', ns)
+            subprocess.run(['ip', 'netns', 'delete', ns], check=False,
+                           capture_output=True)
+    if os.path.isdir(OVS_RUNDIR) and not _ovs_running():
+        shutil.rmtree(OVS_RUNDIR, ignore_errors=True)
+
+
+def _ovs_running():
+    return subprocess.run(['pgrep', '-x', 'ovs-vswitchd|ovsdb-server'],
+                          capture_output=True, check=False).returncode == 0
