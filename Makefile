@@ -29,7 +29,7 @@ venv: $(VENV)/.installed
 # tools/make-venv.sh).
 SOURCES := $(shell find nova_live_snapshot nova -name '*.py' 2>/dev/null)
 
-$(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
+$(VENV)/.installed: requirements.txt test-requirements.txt doc/requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
 	tools/make-venv.sh $(VENV)
 	touch $@
 

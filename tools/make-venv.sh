@@ -9,7 +9,7 @@ cd "$root"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -c upper-constraints.txt \
-    -r requirements.txt -r test-requirements.txt
+    -r requirements.txt -r test-requirements.txt -r doc/requirements.txt
 # A regular install, not an editable one: the wheel carries the re-export
 # package nova/virt/livesnapshot that Nova loads the driver through, which
 # an editable install would not put inside Nova's package.
