@@ -29,12 +29,12 @@ For ordinary instances nothing changes: every method falls through to
 
 import threading
 
-import os_resource_classes as orc
-from oslo_log import log as logging
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
+import os_resource_classes as orc
+from oslo_log import log as logging
 
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml

@@ -28,8 +28,8 @@ import pytest
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
-from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import record_time
+from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import wait_ready
 
 

@@ -4,8 +4,8 @@ network: proven inside real guests, four clones of one image."""
 import os
 import time
 
-import pytest
 from lxml import etree
+import pytest
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod

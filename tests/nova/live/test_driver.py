@@ -9,25 +9,24 @@ real: libvirtd and TCG guests booted from the busybox test guest disk.
 
 from tests.nova import base  # noqa: I100 (Nova's test package first)
 
-import json
 import importlib
+import json
 import os
 import shutil
-import uuid
-
 import threading
 import time
+import uuid
 
 import fixtures
+from nova import context as nova_context
+from nova import exception as nova_exception
+from nova import objects
 from nova.tests import fixtures as nova_fixtures
 from nova import thread_pool_factory
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
-from nova import context as nova_context
-from nova import exception as nova_exception
-from nova import objects
 from nova_live_snapshot.virt import images
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
