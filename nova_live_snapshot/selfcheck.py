@@ -227,13 +227,16 @@ def _parameter_problem(need, obj):
 
 
 def missing(needs):
-    """What of ``needs`` the installed Nova lacks: one sentence each."""
+    """What of ``needs`` the installed Nova lacks: one sentence each (a
+    module that cannot be imported is named once)."""
     problems = []
     for need in needs:
         obj, problem = _resolve(need)
         problem = problem or _parameter_problem(need, obj)
         if problem:
-            problems.append('%s: %s' % (problem, need.why))
+            sentence = '%s: %s' % (problem, need.why)
+            if sentence not in problems:
+                problems.append(sentence)
     return problems
 
 

@@ -91,6 +91,15 @@ def test_unimportable_module_is_named(monkeypatch):
     assert 'compute_driver = livesnapshot.LiveSnapshotDriver' in problems[0]
 
 
+def test_a_module_nova_dropped_is_named_once(monkeypatch):
+    """Nova 33 has no nova.thread_pool_factory (two names the endpoint
+    uses): one sentence for it."""
+    monkeypatch.setitem(sys.modules, 'nova.thread_pool_factory', None)
+    problems = selfcheck.missing(selfcheck.DRIVER_NEEDS)
+    assert len(problems) == 1
+    assert problems[0].startswith('cannot import nova.thread_pool_factory')
+
+
 @pytest.mark.parametrize('version', ['33.0.0', '35.0.0', '35.0.0.0rc1'])
 def test_untested_nova_version_is_refused(version, monkeypatch):
     monkeypatch.setattr(selfcheck, 'nova_version', lambda: version)
