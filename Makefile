@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean \
-	lint docs genconfig genpolicy
+	lint docs genconfig genpolicy nova33-functional
 
 all: test
 
@@ -53,6 +53,18 @@ live: venv guest
 STESTR := $(VENV)/bin/stestr --test-path
 nova-functional: venv
 	$(STESTR) tests/nova/functional --top-dir . run --serial
+
+# The functional suite on Nova 33 (2026.1), in a virtualenv of its own:
+# upper-constraints.txt with nova at $(NOVA33) (tools/make-venv.sh).
+NOVA33 := 33.0.2
+NOVA33_VENV := .venv-nova33
+$(NOVA33_VENV)/.installed: requirements.txt test-requirements.txt doc/requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
+	tools/make-venv.sh $(NOVA33_VENV) $(NOVA33)
+	touch $@
+
+nova33-functional: $(NOVA33_VENV)/.installed
+	$(NOVA33_VENV)/bin/stestr --test-path tests/nova/functional --top-dir . \
+	    run --serial
 
 nova-live: venv guest
 	NLS_REQUIRE_LIVE=1 NLS_RESULTS_DIR=nova-test-results \

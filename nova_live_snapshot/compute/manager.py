@@ -26,8 +26,8 @@ from nova import conf as nova_conf
 from nova import exception as nova_exception
 from nova.objects import fields
 from nova import rpc
-from nova import thread_pool_factory
 
+from nova_live_snapshot.compute import long_task
 from nova_live_snapshot.compute import rpcapi
 
 LOG = logging.getLogger(__name__)
@@ -63,9 +63,7 @@ class LiveSnapshotEndpoint:
                       instance=instance)
             self._delete_image(context, instance, image_id)
             return
-        thread_pool_factory.spawn_on(
-            thread_pool_factory.ExecutorType.LONG_TASK, self._create,
-            context, instance, image_id)
+        long_task.spawn(self._create, context, instance, image_id)
 
     def _create(self, context, instance, image_id):
         # Runs on an executor: an exception would end in a future nobody
