@@ -58,6 +58,27 @@ def _replace(need, monkeypatch, value):
     monkeypatch.setattr(parent, parts[-1], value)
 
 
+@pytest.fixture(autouse=True)
+def fresh_check():
+    """The driver's check is cached per process; each test breaks Nova in
+    its own way."""
+    selfcheck._driver_problems.cache_clear()
+    yield
+    selfcheck._driver_problems.cache_clear()
+
+
+def test_driver_check_looks_nova_up_once(monkeypatch):
+    """Nova's unit tests build thousands of drivers and count os.stat
+    calls: after the first driver, no lookup walks sys.path again."""
+    driver = _Driver(_compute_virtapi([]))
+    selfcheck.check_driver(driver)
+    calls = []
+    monkeypatch.setattr(selfcheck, 'nova_version',
+                        lambda: calls.append(1) or '34.0.0')
+    selfcheck.check_driver(driver)
+    assert calls == []
+
+
 def test_installed_nova_passes():
     assert selfcheck.missing(ALL_NEEDS) == []
     selfcheck.check_api()   # does not raise
@@ -125,6 +146,7 @@ def test_long_task_executor_of_either_nova_will_do(monkeypatch):
     monkeypatch.setattr(utils, 'spawn_on', spawn_on, raising=False)
     monkeypatch.setattr(utils, 'get_long_task_executor',
                         get_long_task_executor, raising=False)
+    selfcheck._driver_problems.cache_clear()
     selfcheck.check_driver(driver)
 
 

@@ -171,7 +171,8 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         source's workload (same token, counter past the capture point),
         each with its own hostname; the source keeps running on its own
         disk; the image is signed, bound to the trait and the source's RAM,
-        and its memory half is a hidden image; deleting the servers leaves
+        and its memory half is a hidden image; the capture sent Nova's
+        snapshot notifications in both formats; deleting the servers leaves
         no domain."""
         timings = {}
         started = time.monotonic()
@@ -185,6 +186,17 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         started = time.monotonic()
         image = self._capture(source)
         timings['capture_to_active_image_s'] = time.monotonic() - started
+        # Nova's snapshot notifications, legacy (Nova's default format) and
+        # versioned, as for createImage.
+        self.assertEqual(
+            ['compute.instance.snapshot.start',
+             'compute.instance.snapshot.end'],
+            [n.event_type for n in self.notifier.notifications
+             if n.event_type.startswith('compute.instance.snapshot')])
+        self.assertEqual(
+            ['instance.snapshot.start', 'instance.snapshot.end'],
+            [n['event_type'] for n in self.notifier.versioned_notifications
+             if n['event_type'].startswith('instance.snapshot')])
         props = image['properties']
         self.assertEqual('required', props['trait:%s' % images.TRAIT])
         self.assertEqual(128, image['min_ram'])
