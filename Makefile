@@ -10,7 +10,8 @@ GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 
 .PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
-	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
+	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean \
+	lint docs genconfig genpolicy nova33-functional
 
 all: test
 
@@ -29,7 +30,7 @@ venv: $(VENV)/.installed
 # tools/make-venv.sh).
 SOURCES := $(shell find nova_live_snapshot nova -name '*.py' 2>/dev/null)
 
-$(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
+$(VENV)/.installed: requirements.txt test-requirements.txt doc/requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
 	tools/make-venv.sh $(VENV)
 	touch $@
 
@@ -62,6 +63,18 @@ client-test: venv
 STESTR := $(VENV)/bin/stestr --test-path
 nova-functional: venv
 	$(STESTR) tests/nova/functional --top-dir . run --serial
+
+# The functional suite on Nova 33 (2026.1), in a virtualenv of its own:
+# upper-constraints.txt with nova at $(NOVA33) (tools/make-venv.sh).
+NOVA33 := 33.0.2
+NOVA33_VENV := .venv-nova33
+$(NOVA33_VENV)/.installed: requirements.txt test-requirements.txt doc/requirements.txt upper-constraints.txt setup.cfg setup.py $(SOURCES) | host
+	tools/make-venv.sh $(NOVA33_VENV) $(NOVA33)
+	touch $@
+
+nova33-functional: $(NOVA33_VENV)/.installed
+	$(NOVA33_VENV)/bin/stestr --test-path tests/nova/functional --top-dir . \
+	    run --serial
 
 nova-live: venv guest
 	NLS_REQUIRE_LIVE=1 NLS_RESULTS_DIR=nova-test-results \
@@ -97,13 +110,38 @@ cloud-test: venv guest
 	    $(PY) -m pytest -ra tests/cloud $(PYTEST_ARGS); \
 	    rc=$$?; [ $$rc = 0 ] || $(CLOUD) logs; $(CLOUD) down; exit $$rc
 
+# flake8 with hacking ([flake8] in tox.ini; tox -e lint does the same).
+lint: venv
+	$(VENV)/bin/flake8
+
+# The documentation, the API reference (os-api-ref) and the release notes
+# (reno), warnings as errors, into */build/html (tox -e docs, api-ref,
+# releasenotes; tests/docs builds them too in make test).
+SPHINX := $(PY) -m sphinx -W --keep-going -b html
+docs: venv
+	$(SPHINX) -d doc/build/doctrees doc/source doc/build/html
+	$(SPHINX) -d api-ref/build/doctrees api-ref/source api-ref/build/html
+	$(SPHINX) -a -E -d releasenotes/build/doctrees releasenotes/source \
+	    releasenotes/build/html
+
+# Regenerate the sample configuration and policy file from the code
+# (tests/unit/test_samples.py fails while they are out of date).
+genconfig: venv
+	$(VENV)/bin/oslo-config-generator \
+	    --config-file=etc/oslo-config-generator/nova-live-snapshot.conf
+
+genpolicy: venv
+	$(VENV)/bin/oslopolicy-sample-generator \
+	    --config-file=etc/oslo-policy-generator/nova-live-snapshot-policy.conf
+
 # Live tests fail (rather than skip) when libvirtd or the guest is missing.
 test: venv guest
 	NLS_REQUIRE_LIVE=1 $(PY) -m pytest -ra tests $(PYTEST_ARGS)
 	$(MAKE) nova-functional nova-live nova-driver-tests cloud-test
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache doc/build api-ref/build \
+	    releasenotes/build
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -13,6 +13,7 @@ __all__ = [
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
     'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateUnsafe',
+    'NovaIncompatible',
 ]
 
 
@@ -165,3 +166,13 @@ class FlavorMismatch(LiveSnapshotError):
                '%(image_ram)d MiB RAM and %(image_vcpus)d vCPUs; flavor '
                '%(flavor)s has %(ram)d MiB and %(vcpus)d. A clone resumes the '
                'source machine and needs a flavor of the same size.')
+
+
+class NovaIncompatible(LiveSnapshotError):
+    """The installed Nova lacks what the extension relies on
+    (:mod:`nova_live_snapshot.selfcheck`): the service must not start."""
+
+    msg_fmt = ('%(service)s cannot run nova-live-snapshot on Nova %(nova)s '
+               '(tested with nova%(tested)s): %(missing)s. Install a Nova '
+               'release in that range, or a nova-live-snapshot release made '
+               'for Nova %(nova)s; the service does not start half-enabled.')

@@ -10,8 +10,10 @@
 #   The debootstrap tarball (every .deb the guest needs) is kept in
 #   ${NLS_CACHE_DIR:-...}/debian-debs; NLS_DEBIAN_REFRESH=1 downloads it anew
 #   (otherwise it is reused as long as the package list does not change).
-#   The packages come from the host's apt mirror for bookworm (as
-#   `apt-get indextargets` reports it); NLS_DEBIAN_MIRROR overrides it.
+#   The packages come from the repository the host's apt sources name for
+#   bookworm main (as `apt-get indextargets` reports it; one-line or deb822
+#   sources), checked with the keyring those sources name (Signed-By);
+#   NLS_DEBIAN_MIRROR overrides the repository.
 #
 # Outputs in OUTDIR: debian-guest.qcow2 (the bootable disk: MBR, partition 1
 # vfat with syslinux, kernel and initramfs, partition 2 the ext4 root),
@@ -33,6 +35,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 self=$here/$(basename "${BASH_SOURCE[0]}")
 # shellcheck source=lib/build-common.sh source-path=SCRIPTDIR
 . "$here/lib/build-common.sh"
+# shellcheck source=lib/apt-sources.sh source-path=SCRIPTDIR
+. "$here/lib/apt-sources.sh"
 build_init build-debian-guest
 guest_src=$here/debian-guest
 cache_root=${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}
@@ -87,24 +91,25 @@ tarball=$deb_cache/$SUITE-$ARCH-$VARIANT-$tar_key.tgz
 # complete, so its presence means the tarball is usable.
 deblist=$tarball.debs
 
-# The mirror the host's apt uses for $SUITE main (deb822 or one-line sources).
+# The repository the host's apt uses for $SUITE main (deb822 or one-line
+# sources), and the keyring apt checks it with (debootstrap checks the
+# Release signature with the same one; its default keyring otherwise).
 mirror=
+keyring_args=()
 find_mirror() {
     [ -n "$mirror" ] && return 0
     if [ -n "${NLS_DEBIAN_MIRROR:-}" ]; then
         mirror=$NLS_DEBIAN_MIRROR
         return 0
     fi
-    local uri rel comp
-    # shellcheck disable=SC2016 # apt's $(FIELD) placeholders, not shell
-    while IFS='|' read -r uri rel comp; do
-        if [ "$rel" = "$SUITE" ] && [ "$comp" = main ]; then
-            mirror=${uri%/}
-            return 0
-        fi
-    done < <(apt-get indextargets --format '$(REPO_URI)|$(RELEASE)|$(COMPONENT)' \
-        'Identifier: Packages' 2>/dev/null || true)
-    die "the host's apt sources have no '$SUITE main' (set NLS_DEBIAN_MIRROR)"
+    local found keyring
+    found=$(host_source "$SUITE" main)
+    [ -n "$found" ] || die "the host's apt sources have no '$SUITE main' (set NLS_DEBIAN_MIRROR)"
+    mirror=${found%%|*}
+    keyring=$(source_keyring "${found#*|}")
+    if [ -n "$keyring" ]; then
+        keyring_args=(--keyring="$keyring")
+    fi
 }
 
 # Same proxy as the host's apt, if it has one (debootstrap uses wget).
@@ -119,6 +124,7 @@ fi
 compute_stamp() {
     {
         stamp_scripts
+        echo "lib/apt-sources.sh $(sha256_of "$here/lib/apt-sources.sh")"
         local f
         # Every file under tools/debian-guest/, with its executable bit.
         while IFS= read -r f; do
@@ -152,7 +158,7 @@ make_tarball() {
     log "downloading $SUITE packages from $mirror (debootstrap --make-tarball)"
     local mt=$work/make-tarball part=$tarball.part.$$
     mkdir -p "$mt"
-    if ! debootstrap "${debootstrap_args[@]}" --make-tarball="$part" \
+    if ! debootstrap "${debootstrap_args[@]}" "${keyring_args[@]}" --make-tarball="$part" \
         "$SUITE" "$mt" "$mirror" >"$work/make-tarball.log" 2>&1; then
         tail -n 30 "$work/make-tarball.log" >&2
         rm -f "$part"

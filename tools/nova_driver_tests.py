@@ -214,8 +214,8 @@ def cmd_run(args):
     import nova.tests.unit  # noqa: F401
     if any(m.startswith('nova.tests.functional') for m in args.modules):
         import nova.tests.functional  # noqa: F401
-    from nova.virt.libvirt import driver as libvirt_driver
     import nova.virt.libvirt as libvirt_pkg
+    from nova.virt.libvirt import driver as libvirt_driver
     base = libvirt_driver.LibvirtDriver
 
     # 2. Import the subclass in both modes (importing it must change nothing

@@ -40,6 +40,7 @@ from nova_live_snapshot.compute import rpcapi
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import policies
 from nova_live_snapshot import protocol
+from nova_live_snapshot import selfcheck
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ _PATH = re.compile(r'^(?:/[0-9a-zA-Z_-]+)?/servers/(?P<server>[^/]+)/action/?\Z'
 
 def _fault(exc_class, message):
     return nova_wsgi.Fault(exc_class(explanation=message))
+
+
+def _add_version_headers(req, response):
+    """The headers Nova's ``wsgi.Resource`` puts on every answer to a
+    versioned request (its faults add the same); the request id headers
+    come from the middleware around the whole pipeline."""
+    version = req.api_version_request.get_string()
+    response.headers[nova_wsgi.API_VERSION_REQUEST_HEADER] = (
+        'compute ' + version)
+    response.headers[nova_wsgi.LEGACY_API_VERSION_REQUEST_HEADER] = version
+    response.headers.add('Vary', nova_wsgi.API_VERSION_REQUEST_HEADER)
+    response.headers.add('Vary', nova_wsgi.LEGACY_API_VERSION_REQUEST_HEADER)
 
 
 class LiveImageFilter:
@@ -81,15 +94,33 @@ class LiveImageFilter:
             return body
         return None
 
-    @webob.dec.wsgify
+    @webob.dec.wsgify(RequestClass=nova_wsgi.Request)
     def __call__(self, req):
         if not nls_conf.CONF.live_snapshot.enabled:
             return self.application
         body = self._action_body(req)
         if body is None:
             return self.application
+        # The microversion, read as Nova's own resources read it: its
+        # faults and the answer below then carry Nova's version headers.
+        try:
+            req.set_api_version_request()
+        except nova_exception.InvalidAPIVersionString as e:
+            return _fault(webob.exc.HTTPBadRequest, e.format_message())
+        except nova_exception.InvalidGlobalAPIVersion as e:
+            return _fault(webob.exc.HTTPNotAcceptable, e.format_message())
+        if 'nova.context' not in req.environ:
+            LOG.error('The live_snapshot filter runs before keystonecontext '
+                      'in api-paste.ini: it must come right after it')
+            return _fault(webob.exc.HTTPInternalServerError,
+                          'nova-api is misconfigured: the live_snapshot '
+                          'filter must come after keystonecontext in its '
+                          'api-paste.ini pipeline.')
         server_id = _PATH.match(req.path_info).group('server')
-        return self._create(req, server_id, body)
+        response = self._create(req, server_id, body)
+        if isinstance(response, webob.Response):
+            _add_version_headers(req, response)
+        return response
 
     def _services(self):
         if self._compute is None:
@@ -204,5 +235,10 @@ def _host_has_trait(context, instance):
 
 
 def filter_factory(global_conf, **local_conf):
-    """paste.deploy filter factory (``[filter:live_snapshot]``)."""
+    """paste.deploy filter factory (``[filter:live_snapshot]``).
+
+    :raises NovaIncompatible: the installed Nova lacks what the filter
+        relies on; nova-api does not load its pipeline.
+    """
+    selfcheck.check_api()
     return LiveImageFilter

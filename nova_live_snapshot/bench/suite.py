@@ -13,13 +13,13 @@ import subprocess
 import time
 import uuid as uuidlib
 
+from nova_live_snapshot.bench import lazy as lazy_mod
 from nova_live_snapshot.bench import workload
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
 from nova_live_snapshot import waiting
-from nova_live_snapshot.bench import lazy as lazy_mod
 
 __all__ = ['run']
 

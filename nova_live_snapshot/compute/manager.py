@@ -5,8 +5,11 @@ into nova-compute's ``additional_endpoints``. It follows Nova's own
 ``snapshot_instance``: the instance moves through Nova's image task states
 (so Nova refuses other actions on it meanwhile, with 409), the work runs on
 nova-compute's long-task executor, the instance action gets an event,
-the versioned ``instance.snapshot.start`` and ``.end`` notifications go
-out as for a snapshot (``.error`` on failure), a failure leaves a fault on
+the notifications go out as for a snapshot in both of Nova's formats (the
+legacy ``compute.instance.snapshot.start`` and ``.end``, Nova's default
+format, and the versioned ``instance.snapshot.start`` and ``.end``; on
+failure the legacy exception notification Nova's ``wrap_exception`` sends
+and the versioned ``instance.snapshot.error``), a failure leaves a fault on
 the instance and deletes the half-made image, and the task state is
 cleared whatever happens.
 """
@@ -22,8 +25,9 @@ from nova.compute import utils as compute_utils
 from nova import conf as nova_conf
 from nova import exception as nova_exception
 from nova.objects import fields
-from nova import thread_pool_factory
+from nova import rpc
 
+from nova_live_snapshot.compute import long_task
 from nova_live_snapshot.compute import rpcapi
 
 LOG = logging.getLogger(__name__)
@@ -59,9 +63,7 @@ class LiveSnapshotEndpoint:
                       instance=instance)
             self._delete_image(context, instance, image_id)
             return
-        thread_pool_factory.spawn_on(
-            thread_pool_factory.ExecutorType.LONG_TASK, self._create,
-            context, instance, image_id)
+        long_task.spawn(self._create, context, instance, image_id)
 
     def _create(self, context, instance, image_id):
         # Runs on an executor: an exception would end in a future nobody
@@ -75,10 +77,20 @@ class LiveSnapshotEndpoint:
             LOG.exception('Live image %s of instance %s failed', image_id,
                           instance.uuid)
 
+    @property
+    def _notifier(self):
+        # Looked up when used, as Nova's manager is built after rpc.init.
+        return rpc.get_notifier('compute', self.host)
+
+    def _notify_legacy(self, context, instance, event_suffix):
+        compute_utils.notify_about_instance_usage(
+            self._notifier, context, instance, event_suffix)
+
     def _create_locked(self, context, instance, image_id):
         with compute_utils.EventReporter(context, EVENT, self.host,
                                          instance.uuid):
             try:
+                self._notify_legacy(context, instance, 'snapshot.start')
                 compute_utils.notify_about_instance_snapshot(
                     context, instance, self.host,
                     phase=fields.NotificationPhase.START,
@@ -93,6 +105,7 @@ class LiveSnapshotEndpoint:
                                           update_task_state)
                 instance.task_state = None
                 instance.save(expected_task_state=task_states.IMAGE_UPLOADING)
+                self._notify_legacy(context, instance, 'snapshot.end')
                 compute_utils.notify_about_instance_snapshot(
                     context, instance, self.host,
                     phase=fields.NotificationPhase.END,
@@ -105,6 +118,11 @@ class LiveSnapshotEndpoint:
                 self._clear_task_state(instance)
                 compute_utils.add_instance_fault_from_exc(
                     context, instance, e, exc_info)
+                # Nova's legacy format has no snapshot.error: its
+                # wrap_exception sends this one, named after the RPC method.
+                self._notifier.error(context, 'create_live_image', {
+                    'exception': e,
+                    'args': {'instance': instance, 'image_id': image_id}})
                 compute_utils.notify_about_instance_action(
                     context, instance, self.host,
                     action=fields.NotificationAction.SNAPSHOT,

@@ -82,6 +82,21 @@ LIVE_PROPERTIES = tuple((label, protocol.PREFIX + field) for label, field in (
     ('signature', 'signature'),
 ))
 
+# How far a capture has come, as ``--wait`` shows it (the percentage
+# OpenStackClient prints for ``server image create --wait``): the server's
+# task state while the compute service captures (Nova's image task states,
+# in the order it moves through them), then the image's status while the
+# compute service uploads (the record is signed before the upload starts:
+# :mod:`nova_live_snapshot.protocol`). ``active`` without a signature is no
+# step of this compute service; it counts 90 until a record appears.
+TASK_PROGRESS = {
+    'image_snapshot_pending': 5,    # queued on the compute host
+    'image_snapshot': 25,           # memory and disk being captured
+    'image_pending_upload': 50,     # captured; the upload starts
+    'image_uploading': 75,          # memory and disk going to Glance
+}
+IMAGE_PROGRESS = {'saving': 75, ACTIVE: 90}
+COMPLETE = 100
 
 
 class _LiveImageQuery(sdk_image.Image):
@@ -397,7 +412,19 @@ class LiveImageClient:
             raise _capture_failed(image_id, server_id, f'the image is {status}')
         return image
 
-    def wait_for_capture(self, image_id, server_id, timeout):
+    def capture_progress(self, image, server_id):
+        """A percentage of how far the capture into *image* has come, from
+        the server's task state and the image's status (see
+        :data:`TASK_PROGRESS`); 0 while neither says anything yet."""
+        status = (image.status or '').lower()
+        progress = IMAGE_PROGRESS.get(status, 0)
+        try:
+            server = self._compute.get_server(server_id)
+        except sdk_exc.NotFoundException:
+            return progress
+        return max(progress, TASK_PROGRESS.get(server.task_state, 0))
+
+    def wait_for_capture(self, image_id, server_id, timeout, callback=None):
         """Poll the image of a capture until the capture is complete.
 
         Complete is ``active`` and signed. The compute service signs the
@@ -406,6 +433,10 @@ class LiveImageClient:
         signed; the signature is checked all the same, as an image made
         active by another writer may have none.
 
+        :param callback: called with the capture's progress (a percentage,
+            :meth:`capture_progress`) at every poll, as osc-lib's
+            ``wait_for_status`` calls its callback, and with 100 once
+            complete.
         :returns: the SDK image, complete.
         :raises CommandError: the capture failed (see :meth:`created_image`),
             or it is not complete after *timeout* seconds.
@@ -418,7 +449,11 @@ class LiveImageClient:
                       '' if signed else 'not ')
             status = (image.status or '').lower()
             if status == ACTIVE and signed:
+                if callback is not None:
+                    callback(COMPLETE)
                 return image
+            if callback is not None:
+                callback(self.capture_progress(image, server_id))
             remaining = deadline - self._clock()
             if remaining <= 0:
                 state = status + (' but not signed yet' if status == ACTIVE

@@ -30,15 +30,16 @@ For ordinary instances nothing changes: every method falls through to
 import threading
 import time
 
-import os_resource_classes as orc
-from oslo_log import log as logging
 from nova import exception as nova_exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
+import os_resource_classes as orc
+from oslo_log import log as logging
 
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import selfcheck
 from nova_live_snapshot import template
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
@@ -54,6 +55,9 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi, read_only=read_only)
+        # Before anything else: a Nova without what this driver relies on
+        # must stop nova-compute here, not half-way through a capture.
+        selfcheck.check_driver(self)
         self._live = None
         # Instance UUID -> RestorePlan while its spawn is restoring, read by
         # _create_guest (called deep inside LibvirtDriver.spawn).

@@ -199,8 +199,8 @@ def sweep_orphaned_memory(glance, image_exists, limit=100):
     # Listed to the end first: Glance's next page starts at a marker image,
     # which must still exist.
     orphans = []
-    url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (ROLE, MEMORY_ROLE,
-                                                          limit)
+    url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (
+        ROLE, MEMORY_ROLE, limit)
     seen = set()
     while url and url not in seen:
         seen.add(url)

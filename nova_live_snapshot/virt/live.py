@@ -611,12 +611,12 @@ def service_context():
     (``[service_user]`` in nova.conf), for work no request asked for, such
     as cleaning up after a crash. Without that configuration, an anonymous
     admin context (which a real Glance refuses), with a warning."""
-    import nova.conf
+    from nova.conf import service_token
     from nova import context as nova_context
     from nova import service_auth
     context = nova_context.get_admin_context()
     auth = service_auth.get_service_auth_plugin(
-        nova.conf.service_token.SERVICE_USER_GROUP)
+        service_token.SERVICE_USER_GROUP)
     if auth is None:
         LOG.warning('[service_user] has no auth_type: live snapshot '
                     'recovery has no credentials of its own for Glance')

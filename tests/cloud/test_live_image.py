@@ -46,10 +46,10 @@ from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
 
 from tests.cloud import conftest
-from tests.cloud import netview
-from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import record_time
+from tests.cloud.conftest import Stopwatch
 from tests.cloud.conftest import wait_ready
+from tests.cloud import netview
 
 
 class Flow:

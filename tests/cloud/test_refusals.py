@@ -7,8 +7,8 @@ import os
 import openstack
 import pytest
 
-from tests.cloud.conftest import CLOUDS_YAML
 from tests.cloud.conftest import CLIError
+from tests.cloud.conftest import CLOUDS_YAML
 from tests.cloud.conftest import wait_ready
 
 

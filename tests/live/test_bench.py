@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot.bench import report
 from nova_live_snapshot.bench import suite
+from nova_live_snapshot import conf as conf_mod
 
 
 @pytest.fixture(scope='module')

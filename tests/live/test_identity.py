@@ -5,8 +5,8 @@ import os
 import re
 import time
 
-import pytest
 from lxml import etree
+import pytest
 
 from nova_live_snapshot import dhcphost
 from nova_live_snapshot import exception

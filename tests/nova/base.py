@@ -19,7 +19,7 @@ import os
 import fixtures
 
 from nova.tests.functional import integrated_helpers  # noqa: I202 (first)
-from nova.tests import fixtures as nova_fixtures
+from nova.tests import fixtures as nova_fixtures  # noqa: H306 (see above)
 
 # Registers [live_snapshot] on Nova's CONF before the tests set its flags.
 from nova_live_snapshot import conf  # noqa: F401

@@ -4,8 +4,8 @@ domain that builds one from Nova's guest config."""
 import os
 import subprocess
 
-import pytest
 from lxml import etree
+import pytest
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception

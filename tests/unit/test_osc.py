@@ -62,6 +62,9 @@ class FakeCloud(requests.adapters.BaseAdapter):
       record) is no step of this compute service: it stands for an image
       some other writer made active, which a client must not take for a
       complete capture.
+      The server's task state follows, as the compute service moves it
+      (``image_snapshot`` while ``queued``, ``image_uploading`` once signed
+      and while the disk is uploaded, none once the capture ended).
     * ``enabled`` / ``policy_allows``: the operator's switch and the policy.
     * ``page_size``: Glance's page length, small so that listing pages.
     """
@@ -83,7 +86,8 @@ class FakeCloud(requests.adapters.BaseAdapter):
     def add_server(self, name, status='ACTIVE'):
         server_id = str(uuid.uuid4())
         self.servers[server_id] = {'id': server_id, 'name': name,
-                                   'status': status, 'tenant_id': PROJECT}
+                                   'status': status, 'tenant_id': PROJECT,
+                                   'OS-EXT-STS:task_state': None}
         return server_id
 
     def add_image(self, name, status='active', hidden=False, protected=False,
@@ -226,6 +230,7 @@ class FakeCloud(requests.adapters.BaseAdapter):
                                  live_snapshot_format='1',
                                  **args.get('metadata', {}))
         self._capturing[disk_id] = (server_id, list(self.capture))
+        server['OS-EXT-STS:task_state'] = 'image_snapshot_pending'
         return 202, {'image_id': disk_id}
 
     # -- Glance -----------------------------------------------------------
@@ -255,6 +260,8 @@ class FakeCloud(requests.adapters.BaseAdapter):
         if not steps:
             return image
         step = steps.pop(0)
+        server = self.servers.get(server_id, {})
+        server['OS-EXT-STS:task_state'] = _TASK_STATES.get(step)
         memory_id = image.get('live_snapshot_memory_image',
                               image.get('_memory_id'))
         if step is None:
@@ -293,6 +300,11 @@ class FakeCloud(requests.adapters.BaseAdapter):
             following['marker'] = matches[limit - 1]['id']
             page['next'] = '/v2/images?' + urllib.parse.urlencode(following)
         return 200, page
+
+
+# The server's task state at each step of a capture.
+_TASK_STATES = {'queued': 'image_snapshot', 'signed': 'image_uploading',
+                'saving': 'image_uploading', 'uploaded': 'image_uploading'}
 
 
 def _public(image):
@@ -520,6 +532,45 @@ def test_create_wait_polls_until_the_capture_is_complete(app, cloud, clock):
     assert len(image_gets) == 4
     assert clock.sleeps == [5, 5, 5]
     assert 'live_snapshot_signature' in cloud.images[info['id']]
+
+
+def test_create_wait_shows_progress_as_server_image_create_does(app, cloud):
+    """As ``openstack server image create --wait``: ``\\rProgress: N`` on
+    stdout at every poll, from the server's task state (capturing: 25,
+    signed and uploading: 75) and the image (saving: 75), 100 once
+    complete, and the line ended."""
+    cloud.add_server('web-1')
+    cloud.capture = ['queued', 'signed', 'saving', 'active']
+    run(app, 'server live-image create', 'web-1', '--name', 'golden',
+        '--wait')
+    assert app.stdout.getvalue() == (
+        '\rProgress: 25\rProgress: 75\rProgress: 75\rProgress: 100\n')
+
+
+def test_create_wait_ends_the_progress_line_when_the_capture_fails(
+        app, cloud):
+    cloud.add_server('web-1')
+    cloud.capture = ['queued', None]
+    with pytest.raises(exceptions.CommandError,
+                       match='the compute service deleted the image'):
+        run(app, 'server live-image create', 'web-1', '--name', 'golden',
+            '--wait')
+    assert app.stdout.getvalue() == '\rProgress: 25\n'
+
+
+def test_create_wait_keeps_machine_readable_output_clean(app, cloud):
+    """With -f json the only thing on stdout is the JSON the formatter
+    writes: no progress line in front of it."""
+    cloud.add_server('web-1')
+    run(app, 'server live-image create', 'web-1', '--name', 'golden',
+        '--wait', '-f', 'json')
+    assert app.stdout.getvalue() == ''
+
+
+def test_create_without_wait_prints_no_progress(app, cloud):
+    cloud.add_server('web-1')
+    run(app, 'server live-image create', 'web-1', '--name', 'golden')
+    assert app.stdout.getvalue() == ''
 
 
 @pytest.mark.parametrize('script, why', [

@@ -101,12 +101,33 @@ class CreateLiveImage(command.ShowOne):
         server = live.find_server(parsed_args.server)
         image_id = live.create(server, parsed_args.name, parsed_args.properties)
         if parsed_args.wait:
-            image = live.wait_for_capture(image_id, server.id,
-                                          parsed_args.wait_timeout)
+            # Progress goes to stdout, as OpenStackClient's: only above a
+            # table, never into machine-readable output (-f json, yaml...).
+            image = self._wait(live, image_id, server.id,
+                               parsed_args.wait_timeout,
+                               show=parsed_args.formatter == 'table')
         else:
             image = live.created_image(image_id, server.id)
         return (('id', 'name', 'status', 'source_server'),
                 (image.id, image.name, image.status, server.id))
+
+    def _wait(self, live, image_id, server_id, timeout, show):
+        """Wait for the capture, showing its progress as ``openstack server
+        image create --wait`` does: ``\rProgress: N`` on stdout while it
+        runs, the line ended once the wait is over."""
+        shown = []
+
+        def show_progress(progress):
+            if progress and show:
+                self.app.stdout.write(f'\rProgress: {progress}')
+                self.app.stdout.flush()
+                shown.append(progress)
+        try:
+            return live.wait_for_capture(image_id, server_id, timeout,
+                                         callback=show_progress)
+        finally:
+            if shown:
+                self.app.stdout.write('\n')
 
 
 class ListLiveImage(command.Lister):

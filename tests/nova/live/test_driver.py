@@ -9,16 +9,18 @@ real: libvirtd and TCG guests booted from the busybox test guest disk.
 
 from tests.nova import base  # noqa: I100 (Nova's test package first)
 
-import json
 import importlib
+import json
 import os
 import shutil
-import uuid
-
 import threading
 import time
+import uuid
 
 import fixtures
+from nova import context as nova_context
+from nova import exception as nova_exception
+from nova import objects
 from nova.tests import fixtures as nova_fixtures
 from nova import thread_pool_factory
 
@@ -26,9 +28,6 @@ from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import testbed
-from nova import context as nova_context
-from nova import exception as nova_exception
-from nova import objects
 from nova_live_snapshot.virt import images
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
@@ -173,7 +172,8 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         source's workload (same token, counter past the capture point),
         each with its own hostname; the source keeps running on its own
         disk; the image is signed, bound to the trait and the source's RAM,
-        and its memory half is a hidden image; deleting the servers leaves
+        and its memory half is a hidden image; the capture sent Nova's
+        snapshot notifications in both formats; deleting the servers leaves
         no domain."""
         timings = {}
         started = time.monotonic()
@@ -187,6 +187,17 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         started = time.monotonic()
         image = self._capture(source)
         timings['capture_to_active_image_s'] = time.monotonic() - started
+        # Nova's snapshot notifications, legacy (Nova's default format) and
+        # versioned, as for createImage.
+        self.assertEqual(
+            ['compute.instance.snapshot.start',
+             'compute.instance.snapshot.end'],
+            [n.event_type for n in self.notifier.notifications
+             if n.event_type.startswith('compute.instance.snapshot')])
+        self.assertEqual(
+            ['instance.snapshot.start', 'instance.snapshot.end'],
+            [n['event_type'] for n in self.notifier.versioned_notifications
+             if n['event_type'].startswith('instance.snapshot')])
         props = image['properties']
         self.assertEqual('required', props['trait:%s' % images.TRAIT])
         self.assertEqual(128, image['min_ram'])
