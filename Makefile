@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+# e.g. BENCH_ARGS='--sections jvm,postgres'
+BENCH_ARGS ?=
 
 .PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
@@ -17,11 +20,14 @@ all: test
 host:
 	tools/setup-host.sh
 
-# The busybox guest (seconds to boot) and the real Debian guest (systemd,
-# sshd, networkd) the re-identification tests need.
+# The busybox guest (seconds to boot), the real Debian guest (systemd,
+# sshd, networkd) the re-identification tests need, and the apps guest (the
+# Debian guest with a JVM service and PostgreSQL) of the application
+# benchmarks.
 guest: host
 	tools/build-test-guest.sh $(GUEST_DIR) >/dev/null
 	tools/build-debian-guest.sh $(NLS_CACHE_DIR)/debian-guest >/dev/null
+	tools/build-debian-guest.sh --apps $(NLS_CACHE_DIR)/apps-guest >/dev/null
 
 venv: $(VENV)/.installed
 
@@ -33,13 +39,15 @@ $(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt
 	tools/make-venv.sh $(VENV)
 	touch $@
 
+# DEMO_ARGS=--busybox: the busybox guest on QEMU's user-mode network.
 demo: venv guest
-	$(VENV)/bin/nova-live-snapshot demo
+	$(VENV)/bin/nova-live-snapshot demo $(DEMO_ARGS)
 
 # The full benchmark suite (about 10 minutes); results in bench-results/.
 bench: venv guest
 	$(VENV)/bin/nova-live-snapshot bench --out bench-results \
-	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest
+	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest \
+	    --apps-guest-dir $(NLS_CACHE_DIR)/apps-guest $(BENCH_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
