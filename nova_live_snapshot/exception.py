@@ -12,7 +12,7 @@ __all__ = [
     'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
-    'TemplateDirUnsuitable', 'TemplateBuildFailed',
+    'TemplateDirUnsuitable', 'TemplateBuildFailed', 'BenchmarkError',
 ]
 
 
@@ -155,3 +155,10 @@ class FlavorMismatch(LiveSnapshotError):
                '%(image_ram)d MiB RAM and %(image_vcpus)d vCPUs; flavor '
                '%(flavor)s has %(ram)d MiB and %(vcpus)d. A clone resumes the '
                'source machine and needs a flavor of the same size.')
+
+
+class BenchmarkError(LiveSnapshotError):
+    """A benchmark could not measure what it measures (not a slow result:
+    benchmarks report speed, they never judge it)."""
+
+    msg_fmt = 'Benchmark: %(what)s failed: %(reason)s'

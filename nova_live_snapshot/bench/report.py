@@ -27,6 +27,32 @@ def _plots(result, out_dir):
         plt.close(fig)
         return name
 
+    if result.get('ready'):
+        files += _core_plots(plt, result, save)
+    if result.get('size'):
+        rows = result['size']
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for touched, label in ((False, 'idle guest'),
+                               (True, 'a quarter of the RAM touched')):
+            pts = [r for r in rows if bool(r['touched_mib']) == touched]
+            ax.plot([r['ram_mib'] for r in pts],
+                    [r['restore_s']['median'] for r in pts], 'o-',
+                    label=label)
+        ax.set_xlabel('guest RAM (MiB)')
+        ax.set_ylabel('restore, seconds (median)')
+        ax.legend()
+        ax.set_title('Restore time against RAM')
+        files.append(save(fig, 'restore-vs-ram.png'))
+    if result.get('warm_ready'):
+        files.append(save(_warm_plot(plt, result), 'ready-warm.png'))
+    if result.get('jvm_ready') or result.get('postgres_ready'):
+        files.append(save(_apps_plot(plt, result), 'ready-apps.png'))
+    return files
+
+
+def _core_plots(plt, result, save):
+    """Busybox time to ready, the restore floor and scale."""
+    files = []
     ready = result['ready']
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar(['cold boot', 'live clone'],
@@ -61,23 +87,42 @@ def _plots(result, out_dir):
     ax.legend()
     ax.set_title('Scale')
     files.append(save(fig, 'scale.png'))
-    if result.get('size'):
-        rows = result['size']
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for touched, label in ((False, 'idle guest'),
-                               (True, 'a quarter of the RAM touched')):
-            pts = [r for r in rows if bool(r['touched_mib']) == touched]
-            ax.plot([r['ram_mib'] for r in pts],
-                    [r['restore_s']['median'] for r in pts], 'o-',
-                    label=label)
-        ax.set_xlabel('guest RAM (MiB)')
-        ax.set_ylabel('restore, seconds (median)')
-        ax.legend()
-        ax.set_title('Restore time against RAM')
-        files.append(save(fig, 'restore-vs-ram.png'))
-    if result.get('warm_ready'):
-        files.append(save(_warm_plot(plt, result), 'ready-warm.png'))
     return files
+
+
+def _apps_plot(plt, result):
+    """Per application: cold boot split into boot-to-agent, start (until
+    the first answer) and warm-up (until 90 % of the warm throughput),
+    beside the clone."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    labels, boot, start, warm, clone = [], [], [], [], []
+    titles = []
+    for app in ('jvm', 'postgres'):
+        r = result.get('%s_ready' % app)
+        if not r:
+            continue
+        labels += ['%s: cold boot\n+ start + warm-up' % app,
+                   '%s: clone\n(captured warm)' % app]
+        agent = r['cold_boot_to_agent_s']['median']
+        first = r['cold_agent_to_first_answer_s']['median']
+        boot += [agent, 0]
+        start += [first, 0]
+        warm += [max(0.0, r['cold_s']['median'] - agent - first), 0]
+        clone += [0, r['clone_s']['median']]
+        titles.append('%s %.1fx' % (app, r['ratio_cold_over_clone']))
+    ax.bar(labels, boot, color='#999999', label='boot (until the agent '
+           'answers)')
+    ax.bar(labels, start, bottom=boot, color='#cccccc',
+           label='start (until the first answer)')
+    ax.bar(labels, warm, bottom=[b + s for b, s in zip(boot, start)],
+           color='#d08c2a', label='warm-up (until 90 % of warm throughput)')
+    ax.bar(labels, clone, color='#2a7ab0', label='clone: restore, '
+           're-identification, 90 % of warm throughput')
+    ax.set_ylabel('seconds (median)')
+    ax.set_title('Applications to ready: %s' % ', '.join(titles))
+    ax.legend(fontsize='x-small')
+    ax.tick_params(axis='x', labelsize='small')
+    return fig
 
 
 def _warm_plot(plt, result):
@@ -129,45 +174,8 @@ def markdown(result, plots=()):
             g.get('kernel_version')), '',
         'Medians (min-max, n) of repeated runs; both sides of every ratio '
         'were measured in the same run.', '']
-    r = result['ready']
-    lines += ['## Time to ready', '',
-              '| | |', '|---|---|',
-              '| cold boot to workload ready | %s |' % _fmt(r['cold_s']),
-              '| clone (restore, re-identification) to workload ready | %s |'
-              % _fmt(r['clone_s']),
-              '| **ratio cold / clone** | **%.2f** |'
-              % r['ratio_cold_over_clone'], '']
-    f = result['restore_floor']
-    lines += ['## Restore floor', '',
-              '| | |', '|---|---|',
-              '| QEMU start alone (domain created paused) | %s |'
-              % _fmt(f['start_paused_s']),
-              '| plain restore of an unmodified save image | %s |'
-              % _fmt(f['virsh_restore_s']),
-              '| engine restore (header rewrite, FIFO, define) | %s |'
-              % _fmt(f['engine_restore_s']),
-              '| engine spawn including re-identification | %s |'
-              % _fmt(f['engine_spawn_with_identity_s']),
-              '| **engine restore / plain restore** | **%.3f** |'
-              % f['spawn_over_virsh_restore'], '']
-    lines += ['## Capture', '', '| mode | source pause | capture total |',
-              '|---|---|---|']
-    for label, row in result['capture'].items():
-        lines.append('| %s | %s | %s |' % (
-            label, _fmt(row['pause_ms'], 'ms'), _fmt(row['capture_s'])))
-    lines += ['', 'Live-mode pauses are QEMU\'s STOP-to-RESUME event '
-              'timestamps; save mode stops the source for the whole save and '
-              'restore, timed around both calls.', '']
-    lines += ['## Scale', '',
-              '| clones | wall | per-clone restore | per-clone spawn | '
-              'RSS per clone | disk per clone | memory streams |',
-              '|---|---|---|---|---|---|---|']
-    for row in result['scale']:
-        lines.append('| %d | %.2f s | %s | %s | %.0f MiB | %.3f MiB | %d |' % (
-            row['clones'], row['wall_s'], _fmt(row['per_clone_restore_s']),
-            _fmt(row['per_clone_spawn_s']), row['per_clone_rss_mib'],
-            row['per_clone_disk_mib'], row['memory_stream_copies']))
-    lines.append('')
+    if result.get('ready'):
+        lines += _core_lines(result)
     if result.get('size'):
         lines += ['## Size', ''] + _table(
             ('RAM', 'touched', 'memory image', 'pause', 'restore'),
@@ -254,9 +262,122 @@ def markdown(result, plots=()):
             lines += ['The same guest without the warm-up (previous '
                       'section): %.2f.'
                       % result['sshd_ready']['ratio_cold_over_clone'], '']
+    for app in ('jvm', 'postgres'):
+        if result.get('%s_ready' % app):
+            lines += _app_lines(result['%s_ready' % app])
     for name in plots:
         lines += ['![%s](%s)' % (name, name), '']
     return '\n'.join(lines)
+
+
+def _core_lines(result):
+    """Busybox time to ready, restore floor, capture and scale."""
+    lines = []
+    r = result['ready']
+    lines += ['## Time to ready', '',
+              '| | |', '|---|---|',
+              '| cold boot to workload ready | %s |' % _fmt(r['cold_s']),
+              '| clone (restore, re-identification) to workload ready | %s |'
+              % _fmt(r['clone_s']),
+              '| **ratio cold / clone** | **%.2f** |'
+              % r['ratio_cold_over_clone'], '']
+    f = result['restore_floor']
+    lines += ['## Restore floor', '',
+              '| | |', '|---|---|',
+              '| QEMU start alone (domain created paused) | %s |'
+              % _fmt(f['start_paused_s']),
+              '| plain restore of an unmodified save image | %s |'
+              % _fmt(f['virsh_restore_s']),
+              '| engine restore (header rewrite, FIFO, define) | %s |'
+              % _fmt(f['engine_restore_s']),
+              '| engine spawn including re-identification | %s |'
+              % _fmt(f['engine_spawn_with_identity_s']),
+              '| **engine restore / plain restore** | **%.3f** |'
+              % f['spawn_over_virsh_restore'], '']
+    b = f.get('breakdown')
+    if b:
+        lines += ['Where the engine\'s restore spends more than a plain one '
+                  '(the plain save image restored again, one engine part '
+                  'added at a time, in the same rounds):', '',
+                  '| part | time |', '|---|---|',
+                  '| restore through the engine\'s FIFO feeder (header '
+                  'rewritten, stream spliced) | %s |'
+                  % _fmt(b['fifo_restore_s']),
+                  '| the same, paused, link forced down, resumed | %s |'
+                  % _fmt(b['fifo_restore_link_toggle_s']),
+                  '| define (the persistent definition) | %s |'
+                  % _fmt(b['define_s']),
+                  '| FIFO over file (medians) | %.3f s |'
+                  % b['fifo_over_file_s'],
+                  '| link toggle (medians) | %.3f s |' % b['link_toggle_s'],
+                  '| rest of the engine restore (XML preparation, lookups) '
+                  '| %.3f s |' % b['rest_s'], '']
+    lines += ['## Capture', '', '| mode | source pause | capture total |',
+              '|---|---|---|']
+    for label, row in result['capture'].items():
+        lines.append('| %s | %s | %s |' % (
+            label, _fmt(row['pause_ms'], 'ms'), _fmt(row['capture_s'])))
+    lines += ['', 'Live-mode pauses are QEMU\'s STOP-to-RESUME event '
+              'timestamps; save mode stops the source for the whole save and '
+              'restore, timed around both calls.', '']
+    lines += ['## Scale', '',
+              '| clones | wall | per-clone restore | per-clone spawn | '
+              'RSS per clone | disk per clone | memory streams |',
+              '|---|---|---|---|---|---|---|']
+    for row in result['scale']:
+        lines.append('| %d | %.2f s | %s | %s | %.0f MiB | %.3f MiB | %d |' % (
+            row['clones'], row['wall_s'], _fmt(row['per_clone_restore_s']),
+            _fmt(row['per_clone_spawn_s']), row['per_clone_rss_mib'],
+            row['per_clone_disk_mib'], row['memory_stream_copies']))
+    lines.append('')
+    return lines
+
+
+_APP_TITLES = {
+    'jvm': ('a JVM service that warms up its JIT',
+            'The Java service (tools/apps-guest/java/JitService.java) runs '
+            'the same pure-Java hot path per request; one client in the test '
+            'network\'s namespace sends one request after the other.'),
+    'postgres': ('PostgreSQL 15 with a warm buffer cache',
+                 'pgbench -S (select only, one client) from the host\'s '
+                 'postgresql-client in the test network\'s namespace, '
+                 'against the guest\'s pgbench data set.'),
+}
+
+
+def _app_lines(r):
+    title, how = _APP_TITLES[r['app']]
+    unit = r['rate_unit']
+    lines = ['## Apps guest: %s' % title, '',
+             '%s Ready: one %g s window at %d %% of the warm throughput '
+             '(%.1f %s, the source\'s rate once it stopped growing) or '
+             'above, timed at the end of that window. The service starts '
+             'through the guest agent as soon as the agent answers; the '
+             'source is captured warm.' % (
+                 how, r['window_s'], 100 * r['ready_fraction'],
+                 r['warm_rate'], unit), '',
+             '| | |', '|---|---|',
+             '| cold: boot until the agent answers | %s |'
+             % _fmt(r['cold_boot_to_agent_s']),
+             '| cold: start until the first answer | %s |'
+             % _fmt(r['cold_agent_to_first_answer_s']),
+             '| cold: warm-up, first answer to ready | %s |'
+             % _fmt(r['cold_warmup_s']),
+             '| cold: first window\'s rate | %s |'
+             % _fmt(r['cold_first_window_rate'], unit),
+             '| warm rate over the cold first window | %s |'
+             % r['warm_over_cold_first_window'],
+             '| cold boot, start and warm-up until ready | %s |'
+             % _fmt(r['cold_s']),
+             '| clone (captured warm) until ready on its new address | %s |'
+             % _fmt(r['clone_s']),
+             '| clone: first window\'s rate | %s |'
+             % _fmt(r['clone_first_window_rate'], unit),
+             '| every clone resumed its source\'s process | %s |'
+             % ('yes' if r['clones_resumed_source'] else '**no**'),
+             '| **ratio cold / clone** | **%.2f** |'
+             % r['ratio_cold_over_clone'], '']
+    return lines + _profile_lines(r.get('clone_profile'))
 
 
 def _table(heads, rows):

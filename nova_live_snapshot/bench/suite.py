@@ -14,14 +14,16 @@ import time
 import uuid as uuidlib
 
 from nova_live_snapshot.bench import workload
+from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
+from nova_live_snapshot.bench import apps as apps_mod
 from nova_live_snapshot.bench import lazy as lazy_mod
 
-__all__ = ['run']
+__all__ = ['SECTIONS', 'run']
 
 
 def _stats(values):
@@ -125,10 +127,12 @@ class Bench:
         save image of the same guest, and against starting it paused; one
         of each per round, so that all see the same load."""
         engine_s, spawn_s, plain_s, paused_s = [], [], [], []
+        parts = {'fifo': [], 'fifo_link_toggle': [], 'define': []}
         # A plain save image: save a source, then restore it as it is.
         guest, _ = self.boot_ready('plain')
         save_path = os.path.join(self.guest_image.work_dir, guest.name,
                                  'plain.save')
+        fifo_dir = os.path.dirname(save_path)
         for _ in range(reps):
             (clone,) = self.engine.spawn(image_name, exact_copy=True)
             engine_s.append(clone.restore_s)
@@ -138,6 +142,7 @@ class Bench:
             self.host.restore(save_path)
             plain_s.append(time.monotonic() - started)
             guest = self.host.lookup(guest.name)
+            guest = self._restore_parts(guest, save_path, fifo_dir, parts)
             # The same domain (own overlay and log), started paused: QEMU's
             # start-up, which every restore pays too.
             name = self.name('paused')
@@ -152,13 +157,54 @@ class Bench:
         eng, plain, paused = (statistics.median(engine_s),
                               statistics.median(plain_s),
                               statistics.median(paused_s))
-        return {'engine_restore_s': _stats(engine_s),
+        fifo, toggle, define = (statistics.median(parts[k]) for k in
+                                ('fifo', 'fifo_link_toggle', 'define'))
+        return {'breakdown': {
+                    # The engine's restore, one part at a time, each added
+                    # to a plain restore of the same save image.
+                    'fifo_restore_s': _stats(parts['fifo']),
+                    'fifo_restore_link_toggle_s': _stats(
+                        parts['fifo_link_toggle']),
+                    'define_s': _stats(parts['define']),
+                    'fifo_over_file_s': round(fifo - plain, 3),
+                    'link_toggle_s': round(toggle - fifo, 3),
+                    'rest_s': round(eng - toggle - define, 3)},
+                'engine_restore_s': _stats(engine_s),
                 'engine_spawn_with_identity_s': _stats(spawn_s),
                 'virsh_restore_s': _stats(plain_s),
                 'start_paused_s': _stats(paused_s),
                 'spawn_over_virsh_restore': round(eng / plain, 3),
                 'engine_above_floor_s': round(eng - plain, 3),
                 'virsh_restore_above_qemu_start_s': round(plain - paused, 3)}
+
+    def _restore_parts(self, guest, save_path, fifo_dir, parts):
+        """Restore the plain save image again as the engine restores a
+        clone, one part more each time: through the engine's FIFO feeder
+        (header rewritten, the stream spliced; the same XML), then also
+        paused with the link toggled down and resumed, then the define the
+        engine makes; returns the running domain."""
+        with open(save_path, 'rb') as f:
+            save = saveimage.read(f, os.fstat(f.fileno()).st_size,
+                                  save_path)
+        mac = guest.interface_macs()[0]
+        for key, paused in (('fifo', False), ('fifo_link_toggle', True)):
+            guest.destroy()
+            started = time.monotonic()
+            clone_mod.restore(self.host, 'floor', save, save.domain_xml,
+                              save_path, fifo_dir, timeout=120,
+                              paused=paused)
+            guest = self.host.lookup(guest.name)
+            if paused:
+                guest.force_link_down(mac)
+                guest.resume()
+            parts[key].append(time.monotonic() - started)
+        guest.set_link_up(mac)
+        xml = guest.xml()
+        started = time.monotonic()
+        self.host.define(xml)
+        parts['define'].append(time.monotonic() - started)
+        guest.undefine()
+        return guest
 
     def capture_pause(self, guest, reps):
         """Pause of the source per capture mode and memory placement."""
@@ -347,6 +393,95 @@ class Bench:
                     2),
                 'clone_profile': _clone_profile(clones)}
 
+    def app_ready(self, guest_dir, netns, app_name, reps, warm_max_s):
+        """On the apps guest, a real application (:mod:`.apps`): cold boot,
+        start through the agent once it answers, and warm-up under load
+        until the service answers at 90 % of its warm throughput, against a
+        clone of a source captured once its throughput stopped growing,
+        until the clone answers at that rate on its new address. The
+        source's own run sets the warm throughput; every later cold boot and
+        every clone is timed against it, from outside the guest.
+        """
+        image = self.debian(guest_dir)
+        app = apps_mod.APPS[app_name](image.meta['apps'][app_name])
+        ref, cold = {}, []
+        k = app.plateau_windows
+
+        def booted(guest, started):
+            wall0 = time.time() - (time.monotonic() - started)
+            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 300,
+                              interval=0.2, what='the agent of %s'
+                              % guest.name)
+            agent_at = time.time()
+            app.start(guest)
+            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                     what='a DHCP lease for %s' % guest.name)
+            deadline = time.monotonic() + warm_max_s
+            if not ref:
+                series = app.drive(netns, addr, guest.name,
+                                   lambda s: s.plateau(k) is not None,
+                                   deadline)
+                ref.update(rate=series.plateau(k), label=guest.name,
+                           marker=app.resumed_marker(series, netns, addr))
+                self.progress('%s: warm at %.1f %s after %.0f s (first '
+                              'window %.1f)' % (
+                                  app_name, ref['rate'], app.rate_unit,
+                                  series.windows[-1][0] - wall0,
+                                  series.windows[0][1]))
+            else:
+                threshold = apps_mod.READY_FRACTION * ref['rate']
+                series = app.drive(netns, addr, guest.name,
+                                   lambda s: s.windows[-1][1] >= threshold,
+                                   deadline)
+            ready_at = series.first_at(apps_mod.READY_FRACTION * ref['rate'])
+            first_at = series.windows[0][0] - app.window_s
+            cold.append({'ready_s': ready_at - wall0,
+                         'agent_s': agent_at - wall0,
+                         'first_answer_s': first_at - wall0,
+                         'first_rate': series.windows[0][1]})
+            return cold[-1]
+
+        def spawned(clone, started):
+            wall0 = time.time() - (time.monotonic() - started)
+            addr = clone.identity['facts']['ipv4'].split('/')[0]
+            threshold = apps_mod.READY_FRACTION * ref['rate']
+            series = app.drive(netns, addr, ref['label'],
+                               lambda s: s.windows[-1][1] >= threshold,
+                               time.monotonic() + 300)
+            return clone, {
+                'ready_s': series.first_at(threshold) - wall0,
+                'first_rate': series.windows[0][1],
+                'resumed': app.resumed_marker(series, netns, addr)
+                == ref['marker']}
+
+        _, _, _, results = self.side_by_side(image, reps, app_name, booted,
+                                             spawned)
+        clones, measured = zip(*results)
+        cold_s = [c['ready_s'] for c in cold]
+        clone_s = [m['ready_s'] for m in measured]
+        first = statistics.median(c['first_rate'] for c in cold)
+        return {
+            'app': app_name, 'rate_unit': app.rate_unit,
+            'window_s': app.window_s,
+            'ready_fraction': apps_mod.READY_FRACTION,
+            'warm_rate': round(ref['rate'], 2),
+            'cold_s': _stats(cold_s),
+            'cold_boot_to_agent_s': _stats([c['agent_s'] for c in cold]),
+            'cold_agent_to_first_answer_s': _stats(
+                [c['first_answer_s'] - c['agent_s'] for c in cold]),
+            'cold_warmup_s': _stats(
+                [c['ready_s'] - c['first_answer_s'] for c in cold]),
+            'cold_first_window_rate': _stats([c['first_rate'] for c in cold]),
+            'warm_over_cold_first_window': round(ref['rate'] / first, 2)
+            if first else None,
+            'clone_s': _stats(clone_s),
+            'clone_first_window_rate': _stats(
+                [m['first_rate'] for m in measured]),
+            'clones_resumed_source': all(m['resumed'] for m in measured),
+            'ratio_cold_over_clone': round(
+                statistics.median(cold_s) / statistics.median(clone_s), 2),
+            'clone_profile': _clone_profile(clones)}
+
     def compression(self, formats, reps):
         """Memory image size and restore time per compression format.
 
@@ -481,15 +616,29 @@ def machine_facts(host):
             'accelerator': 'tcg'}
 
 
+# The suite's sections, in the order they run; ``run(sections=...)`` picks
+# some. "core" is the busybox time to ready, restore floor, capture pause and
+# scale, which share one source and its image.
+SECTIONS = ('core', 'size', 'compression', 'lazy', 'sshd', 'warm', 'jvm',
+            'postgres')
+
+
 def run(conf, quick=False, progress=print, debian_guest_dir=None,
-        netns='nls-test'):
+        netns='nls-test', apps_guest_dir=None, sections=None):
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
     result dict (see ``doc/source/benchmarks.rst``).
 
     The Debian sections (until sshd answers; with a workload that warms up
-    before it serves) run when ``debian_guest_dir`` is given and
-    ``conf.clone_network`` names the test network in ``netns``.
+    before it serves) run when ``debian_guest_dir`` is given, the
+    application sections (a JVM, PostgreSQL) when ``apps_guest_dir`` is,
+    both only when ``conf.clone_network`` names the test network in
+    ``netns``. ``sections`` (names from :data:`SECTIONS`) runs only those.
     """
+    sections = set(SECTIONS if sections is None else sections)
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise ValueError('unknown benchmark sections %s (known: %s)'
+                         % (', '.join(sorted(unknown)), ', '.join(SECTIONS)))
     bench = Bench(conf, progress)
     reps = 2 if quick else 5
     counts = [1, 2] if quick else [1, 2, 4, 8]
@@ -498,39 +647,27 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
     debian_reps = 2 if quick else 3
     warm_cpu_s = 5 if quick else 20
     result = {'quick': quick, 'machine': machine_facts(bench.host),
-              'guest': dict(bench.guest_image.meta)}
+              'guest': dict(bench.guest_image.meta),
+              'sections': [name for name in SECTIONS if name in sections]}
     try:
-        progress('booting the source (cold)')
-        source, cold_s = bench.boot_ready()
-        testbed.read_workload(source)
-        progress('capturing')
-        image = bench.capture(source).image
-        progress('time to ready, cold boot against clone (%d each)' % reps)
-        result['ready'] = bench.ready(image.name, cold_s, reps)
-        result['ready_ratio_cold_over_clone'] = \
-            result['ready']['ratio_cold_over_clone']
-        progress('restore floor (%d each)' % reps)
-        result['restore_floor'] = bench.restore_floor(image.name, reps)
-        result['spawn_over_virsh_restore'] = \
-            result['restore_floor']['spawn_over_virsh_restore']
-        progress('capture pause (%d each)' % reps)
-        result['capture'] = bench.capture_pause(source, reps)
-        result['capture_pause_ms_median'] = \
-            result['capture']['live_tmpfs']['pause_ms']['median']
-        progress('scale %s' % counts)
-        result['scale'] = bench.scale(image, counts)
-        bench.drop_source(source)
-        progress('restore time against RAM %s MiB' % sizes)
-        result['size'] = bench.size(sizes, 1 if quick else 3)
-        progress('memory image compression %s' % formats)
-        result['compression'] = bench.compression(formats, 1 if quick else 3)
-        lazy_sizes = [128, 256] if quick else [128, 256, 1024]
-        lazy_count = 2 if quick else 8
-        progress('lazy against eager clones, %s MiB, %d concurrent'
-                 % (lazy_sizes, lazy_count))
-        result['lazy'] = lazy_mod.measure(bench, lazy_sizes, lazy_count,
-                                          reps=2 if quick else 3)
-        if debian_guest_dir and conf.clone_network:
+        if 'core' in sections:
+            _core(bench, result, reps, counts)
+        if 'size' in sections:
+            progress('restore time against RAM %s MiB' % sizes)
+            result['size'] = bench.size(sizes, 1 if quick else 3)
+        if 'compression' in sections:
+            progress('memory image compression %s' % formats)
+            result['compression'] = bench.compression(formats,
+                                                      1 if quick else 3)
+        if 'lazy' in sections:
+            lazy_sizes = [128, 256] if quick else [128, 256, 1024]
+            lazy_count = 2 if quick else 8
+            progress('lazy against eager clones, %s MiB, %d concurrent'
+                     % (lazy_sizes, lazy_count))
+            result['lazy'] = lazy_mod.measure(bench, lazy_sizes, lazy_count,
+                                              reps=2 if quick else 3)
+        on_network = bool(conf.clone_network)
+        if debian_guest_dir and on_network and 'sshd' in sections:
             progress('Debian guest: cold boot against clone, until sshd '
                      'answers (%d each)' % debian_reps)
             result['sshd_ready'] = bench.sshd_ready(
@@ -538,6 +675,9 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
             result['ready_ratio_cold_over_clone'] = \
                 result['sshd_ready']['ratio_cold_over_clone']
             result['ready_ratio_guest'] = 'debian, sshd'
+        elif 'core' in sections:
+            result['ready_ratio_guest'] = 'busybox, workload'
+        if debian_guest_dir and on_network and 'warm' in sections:
             progress('Debian guest: cold boot and a %g s warm-up against '
                      'clone, until the workload serves (%d each)'
                      % (warm_cpu_s, debian_reps))
@@ -546,8 +686,42 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
             result['ready_ratio_cold_over_clone_warm'] = \
                 result['warm_ready']['ratio_cold_over_clone']
             result['warmup_s'] = result['warm_ready']['warmup_s']['median']
-        else:
-            result['ready_ratio_guest'] = 'busybox, workload'
+        for app in ('jvm', 'postgres'):
+            if apps_guest_dir and on_network and app in sections:
+                progress('apps guest, %s: cold boot, start and warm-up '
+                         'against a clone captured warm, until it serves '
+                         'at %d %% of its warm throughput (%d each)'
+                         % (app, 100 * apps_mod.READY_FRACTION, debian_reps))
+                result['%s_ready' % app] = bench.app_ready(
+                    apps_guest_dir, netns, app, debian_reps,
+                    warm_max_s=600 if quick else 1200)
+                result['%s_ratio_cold_over_clone' % app] = \
+                    result['%s_ready' % app]['ratio_cold_over_clone']
         return result
     finally:
         bench.close()
+
+
+def _core(bench, result, reps, counts):
+    """The sections that share the busybox source and its image."""
+    progress = bench.progress
+    progress('booting the source (cold)')
+    source, cold_s = bench.boot_ready()
+    testbed.read_workload(source)
+    progress('capturing')
+    image = bench.capture(source).image
+    progress('time to ready, cold boot against clone (%d each)' % reps)
+    result['ready'] = bench.ready(image.name, cold_s, reps)
+    result['ready_ratio_cold_over_clone'] = \
+        result['ready']['ratio_cold_over_clone']
+    progress('restore floor (%d each)' % reps)
+    result['restore_floor'] = bench.restore_floor(image.name, reps)
+    result['spawn_over_virsh_restore'] = \
+        result['restore_floor']['spawn_over_virsh_restore']
+    progress('capture pause (%d each)' % reps)
+    result['capture'] = bench.capture_pause(source, reps)
+    result['capture_pause_ms_median'] = \
+        result['capture']['live_tmpfs']['pause_ms']['median']
+    progress('scale %s' % counts)
+    result['scale'] = bench.scale(image, counts)
+    bench.drop_source(source)
