@@ -174,6 +174,10 @@ def markdown(result, plots=()):
             g.get('kernel_version')), '',
         'Medians (min-max, n) of repeated runs; both sides of every ratio '
         'were measured in the same run.', '']
+    if result.get('errors'):
+        lines += ['## Sections that failed', ''] + [
+            '* %s: %s' % item for item in sorted(result['errors'].items())]
+        lines.append('')
     if result.get('ready'):
         lines += _core_lines(result)
     if result.get('size'):

@@ -178,7 +178,7 @@ def run(argv):
         else:
             with open(os.path.join(args.out, 'report.md')) as f:
                 print(f.read())
-        return 0
+        return 1 if result.get('errors') else 0
 
     eng = engine_mod.Engine(opts)
     if args.command == 'capture':

@@ -32,6 +32,7 @@ def quick(bed, debian_guest_dir, apps_guest_dir):
 
 def test_quick_benchmark_writes_a_complete_report(quick):
     saved, out = quick
+    assert 'errors' not in saved, saved['errors']
     for key in ('ready_ratio_cold_over_clone', 'spawn_over_virsh_restore',
                 'capture_pause_ms_median', 'scale',
                 'ready_ratio_cold_over_clone_warm', 'warmup_s',
