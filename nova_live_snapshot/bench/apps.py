@@ -4,9 +4,12 @@ buffer cache (``tools/apps-guest/``).
 
 "Ready" is measured from outside the guest, from the test network's
 namespace on the host, as a client sees it: the service answers at 90 % of
-its warm throughput. The warm throughput is what the first (source) boot
-reaches once its request rate stops growing; cold boots and clones are then
-timed until a one-window rate reaches :data:`READY_FRACTION` of it.
+its warm throughput. The warm throughput is the mean rate of the last
+:data:`WARM_SPAN_S` seconds of the first (source) boot after a fixed
+warm-up under load; cold boots and clones are then ready from the start of
+the first :data:`READY_SPAN_S` seconds whose mean rate reaches
+:data:`READY_FRACTION` of it (spans, not single windows: on a shared TCG
+host one window's rate varies by an order of magnitude).
 
 Two drivers, one shape: a process in the namespace that prints one rate per
 window on stdout, read here as it comes. For the JVM it is a small Python
@@ -27,10 +30,15 @@ from nova_live_snapshot import exception
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['READY_FRACTION', 'Series', 'Jvm', 'Postgres', 'APPS']
+__all__ = ['READY_FRACTION', 'READY_SPAN_S', 'WARM_SPAN_S', 'Series',
+           'Jvm', 'Postgres', 'APPS']
 
-# "Ready": one window at this fraction of the warm throughput or above.
+# "Ready": a span of READY_SPAN_S seconds at this fraction of the warm
+# throughput or above; the warm throughput is the mean of the source's last
+# WARM_SPAN_S seconds.
 READY_FRACTION = 0.9
+READY_SPAN_S = 5.0
+WARM_SPAN_S = 20.0
 
 # Runs in the test network's namespace: connects (retrying until it is
 # told to stop), checks the banner, then sends one request after the other
@@ -72,28 +80,52 @@ _PGBENCH_RATE = re.compile(r'^progress: [0-9.]+ s, ([0-9.]+) tps')
 @dataclasses.dataclass
 class Series:
     """What a driver saw: the banner (if any) and (wall time, rate) per
-    window, wall time as ``time.time()`` when the window's line arrived."""
+    window of ``window_s`` seconds, the wall time (``time.time()``) being
+    when the window's line arrived, i.e. the window's end."""
 
+    window_s: float
     banner: str = None
     windows: list = dataclasses.field(default_factory=list)
 
-    def first_at(self, threshold):
-        """The wall time of the first window at ``threshold`` or above."""
-        for t, rate in self.windows:
-            if rate >= threshold:
-                return t
+    def mean_rate(self, seconds):
+        """The mean rate of the windows of the last ``seconds``."""
+        n = max(1, round(seconds / self.window_s))
+        rates = [r for _, r in self.windows[-n:]]
+        return statistics.mean(rates) if rates else None
+
+    def first_rate(self, seconds):
+        """The mean rate of the first ``seconds`` of windows."""
+        n = max(1, round(seconds / self.window_s))
+        rates = [r for _, r in self.windows[:n]]
+        return statistics.mean(rates) if rates else None
+
+    def ready_at(self, threshold, span_s):
+        """When the service started serving at ``threshold``: the start of
+        the first span of ``span_s`` seconds of consecutive windows whose
+        mean rate is ``threshold`` or above (one noisy window is not
+        ready; a span is), or None while there is no such span."""
+        n = max(1, round(span_s / self.window_s))
+        rates = [r for _, r in self.windows]
+        for i in range(len(rates) - n + 1):
+            if statistics.mean(rates[i:i + n]) >= threshold:
+                return self.windows[i][0] - self.window_s
         return None
 
-    def plateau(self, k):
-        """The median rate of the last ``k`` windows when it is no more
-        than 10 % above the median of the ``k`` before (the rate stopped
-        growing), else None."""
-        if len(self.windows) < 2 * k:
-            return None
+    def elapsed(self):
+        """Seconds from the first window's start to the last one's end."""
+        if not self.windows:
+            return 0.0
+        return self.windows[-1][0] - self.windows[0][0] + self.window_s
+
+    def growth(self, seconds):
+        """The mean rate of the last ``seconds`` over that of the
+        ``seconds`` before (how much the rate still grew)."""
+        n = max(1, round(seconds / self.window_s))
         rates = [r for _, r in self.windows]
-        last = statistics.median(rates[-k:])
-        before = statistics.median(rates[-2 * k:-k])
-        return last if before > 0 and last <= 1.1 * before else None
+        if len(rates) < 2 * n:
+            return None
+        before = statistics.mean(rates[-2 * n:-n])
+        return statistics.mean(rates[-n:]) / before if before else None
 
 
 class _App:
@@ -103,8 +135,6 @@ class _App:
     name = None
     rate_unit = None
     window_s = 1.0
-    # Windows compared for the plateau (see Series.plateau).
-    plateau_windows = 5
 
     def __init__(self, meta):
         self.meta = meta
@@ -136,7 +166,7 @@ class _App:
         :raises TimeoutError: ``stop`` was not satisfied by ``deadline``
             (monotonic).
         """
-        series = Series()
+        series = Series(self.window_s)
         argv = ['ip', 'netns', 'exec', netns] + self.argv(addr, label)
         while time.monotonic() < deadline:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
@@ -174,8 +204,7 @@ class Jvm(_App):
 
     name = 'jvm'
     rate_unit = 'requests/s'
-    window_s = 0.5
-    plateau_windows = 10
+    window_s = 1.0
 
     def start_script(self, guest):
         return ('echo LABEL=%s >/run/nls-apps.env && %s'
@@ -204,7 +233,6 @@ class Postgres(_App):
     name = 'postgres'
     rate_unit = 'transactions/s'
     window_s = 1.0
-    plateau_windows = 5
 
     def argv(self, addr, label):
         pgbench = shutil.which('pgbench') or '/usr/bin/pgbench'

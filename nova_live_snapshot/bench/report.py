@@ -353,13 +353,17 @@ def _app_lines(r):
     title, how = _APP_TITLES[r['app']]
     unit = r['rate_unit']
     lines = ['## Apps guest: %s' % title, '',
-             '%s Ready: one %g s window at %d %% of the warm throughput '
-             '(%.1f %s, the source\'s rate once it stopped growing) or '
-             'above, timed at the end of that window. The service starts '
+             '%s Rates per %g s window. The source ran under load for %g s '
+             'from its first answer; its mean rate over the last %g s, '
+             '%.1f %s, is the warm throughput (%.2f times the %g s before '
+             'it). Ready: the start of the first %g s whose mean rate is '
+             'at %d %% of the warm throughput or above. The service starts '
              'through the guest agent as soon as the agent answers; the '
              'source is captured warm.' % (
-                 how, r['window_s'], 100 * r['ready_fraction'],
-                 r['warm_rate'], unit), '',
+                 how, r['window_s'], r['warm_s'], r['warm_span_s'],
+                 r['warm_rate'], unit, r['warm_growth'] or 0,
+                 r['warm_span_s'], r['ready_span_s'],
+                 100 * r['ready_fraction']), '',
              '| | |', '|---|---|',
              '| cold: boot until the agent answers | %s |'
              % _fmt(r['cold_boot_to_agent_s']),
@@ -367,16 +371,18 @@ def _app_lines(r):
              % _fmt(r['cold_agent_to_first_answer_s']),
              '| cold: warm-up, first answer to ready | %s |'
              % _fmt(r['cold_warmup_s']),
-             '| cold: first window\'s rate | %s |'
-             % _fmt(r['cold_first_window_rate'], unit),
-             '| warm rate over the cold first window | %s |'
-             % r['warm_over_cold_first_window'],
+             '| cold: rate over the first %g s | %s |'
+             % (r['ready_span_s'], _fmt(r['cold_first_span_rate'], unit)),
+             '| warm rate over the cold first %g s | %s |'
+             % (r['ready_span_s'], r['warm_over_cold_first_span']),
              '| cold boot, start and warm-up until ready | %s |'
              % _fmt(r['cold_s']),
-             '| clone (captured warm) until ready on its new address | %s |'
+             '| clone (captured warm): spawn start to its first answer | %s |'
+             % _fmt(r['clone_first_answer_s']),
+             '| clone until ready on its new address | %s |'
              % _fmt(r['clone_s']),
-             '| clone: first window\'s rate | %s |'
-             % _fmt(r['clone_first_window_rate'], unit),
+             '| clone: rate over its first %g s | %s |'
+             % (r['ready_span_s'], _fmt(r['clone_first_span_rate'], unit)),
              '| every clone resumed its source\'s process | %s |'
              % ('yes' if r['clones_resumed_source'] else '**no**'),
              '| **ratio cold / clone** | **%.2f** |'

@@ -396,64 +396,71 @@ class Bench:
                     2),
                 'clone_profile': _clone_profile(clones)}
 
-    def app_ready(self, guest_dir, netns, app_name, reps, warm_max_s):
+    def app_ready(self, guest_dir, netns, app_name, reps, warm_s):
         """On the apps guest, a real application (:mod:`.apps`): cold boot,
         start through the agent once it answers, and warm-up under load
         until the service answers at 90 % of its warm throughput, against a
-        clone of a source captured once its throughput stopped growing,
-        until the clone answers at that rate on its new address. The
-        source's own run sets the warm throughput; every later cold boot and
-        every clone is timed against it, from outside the guest.
+        clone of a source captured warm, until the clone answers at that
+        rate on its new address. The source runs under load for ``warm_s``
+        seconds from its first answer; the mean rate of its last
+        :data:`.apps.WARM_SPAN_S` seconds is the warm throughput every later
+        cold boot and every clone is timed against, from outside the guest.
         """
         image = self.debian(guest_dir)
         app = apps_mod.APPS[app_name](image.meta['apps'][app_name])
         ref, cold = {}, []
-        k = app.plateau_windows
+        span = apps_mod.READY_SPAN_S
+
+        def ready(threshold):
+            return lambda s: s.ready_at(threshold, span) is not None
 
         def booted(guest, started):
             wall0 = time.time() - (time.monotonic() - started)
-            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 300,
+            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 600,
                               interval=0.2, what='the agent of %s'
                               % guest.name)
             agent_at = time.time()
             app.start(guest)
             addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
                                      what='a DHCP lease for %s' % guest.name)
-            deadline = time.monotonic() + warm_max_s
+            deadline = time.monotonic() + 600 + warm_s
             if not ref:
                 series = app.drive(netns, addr, guest.name,
-                                   lambda s: s.plateau(k) is not None,
-                                   deadline)
-                ref.update(rate=series.plateau(k), label=guest.name,
+                                   lambda s: s.elapsed() >= warm_s, deadline)
+                ref.update(rate=series.mean_rate(apps_mod.WARM_SPAN_S),
+                           growth=series.growth(apps_mod.WARM_SPAN_S),
+                           label=guest.name,
                            marker=app.resumed_marker(series, netns, addr))
-                self.progress('%s: warm at %.1f %s after %.0f s (first '
-                              'window %.1f)' % (
+                self.progress('%s: %.1f %s after %.0f s under load (the '
+                              'last %.0f s over the %.0f s before: %.2f)' % (
                                   app_name, ref['rate'], app.rate_unit,
-                                  series.windows[-1][0] - wall0,
-                                  series.windows[0][1]))
+                                  warm_s, apps_mod.WARM_SPAN_S,
+                                  apps_mod.WARM_SPAN_S, ref['growth'] or 0))
             else:
-                threshold = apps_mod.READY_FRACTION * ref['rate']
-                series = app.drive(netns, addr, guest.name,
-                                   lambda s: s.windows[-1][1] >= threshold,
-                                   deadline)
-            ready_at = series.first_at(apps_mod.READY_FRACTION * ref['rate'])
+                series = app.drive(netns, addr, guest.name, ready(
+                    apps_mod.READY_FRACTION * ref['rate']), deadline)
+            ready_at = series.ready_at(apps_mod.READY_FRACTION * ref['rate'],
+                                       span)
             first_at = series.windows[0][0] - app.window_s
-            cold.append({'ready_s': ready_at - wall0,
+            cold.append({'ready_s': (ready_at or series.windows[-1][0])
+                         - wall0,
+                         'reached': ready_at is not None,
                          'agent_s': agent_at - wall0,
                          'first_answer_s': first_at - wall0,
-                         'first_rate': series.windows[0][1]})
+                         'first_rate': series.first_rate(span)})
             return cold[-1]
 
         def spawned(clone, started):
             wall0 = time.time() - (time.monotonic() - started)
             addr = clone.identity['facts']['ipv4'].split('/')[0]
             threshold = apps_mod.READY_FRACTION * ref['rate']
-            series = app.drive(netns, addr, ref['label'],
-                               lambda s: s.windows[-1][1] >= threshold,
-                               time.monotonic() + 300)
+            series = app.drive(netns, addr, ref['label'], ready(threshold),
+                               time.monotonic() + 600)
             return clone, {
-                'ready_s': series.first_at(threshold) - wall0,
-                'first_rate': series.windows[0][1],
+                'ready_s': series.ready_at(threshold, span) - wall0,
+                'first_answer_s': series.windows[0][0] - app.window_s
+                - wall0,
+                'first_rate': series.first_rate(span),
                 'resumed': app.resumed_marker(series, netns, addr)
                 == ref['marker']}
 
@@ -465,20 +472,27 @@ class Bench:
         first = statistics.median(c['first_rate'] for c in cold)
         return {
             'app': app_name, 'rate_unit': app.rate_unit,
-            'window_s': app.window_s,
+            'window_s': app.window_s, 'ready_span_s': span,
+            'warm_span_s': apps_mod.WARM_SPAN_S, 'warm_s': warm_s,
             'ready_fraction': apps_mod.READY_FRACTION,
             'warm_rate': round(ref['rate'], 2),
+            'warm_growth': ref['growth'] and round(ref['growth'], 3),
+            # The source's own boot is ready within its warm-up (the warm
+            # rate is its own mean): False would mean it never got there.
+            'source_reached_ready': cold[0]['reached'],
             'cold_s': _stats(cold_s),
             'cold_boot_to_agent_s': _stats([c['agent_s'] for c in cold]),
             'cold_agent_to_first_answer_s': _stats(
                 [c['first_answer_s'] - c['agent_s'] for c in cold]),
             'cold_warmup_s': _stats(
                 [c['ready_s'] - c['first_answer_s'] for c in cold]),
-            'cold_first_window_rate': _stats([c['first_rate'] for c in cold]),
-            'warm_over_cold_first_window': round(ref['rate'] / first, 2)
+            'cold_first_span_rate': _stats([c['first_rate'] for c in cold]),
+            'warm_over_cold_first_span': round(ref['rate'] / first, 2)
             if first else None,
             'clone_s': _stats(clone_s),
-            'clone_first_window_rate': _stats(
+            'clone_first_answer_s': _stats(
+                [m['first_answer_s'] for m in measured]),
+            'clone_first_span_rate': _stats(
                 [m['first_rate'] for m in measured]),
             'clones_resumed_source': all(m['resumed'] for m in measured),
             'ratio_cold_over_clone': round(
@@ -698,7 +712,7 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
                      % (name, 100 * apps_mod.READY_FRACTION, debian_reps))
             result['%s_ready' % name] = bench.app_ready(
                 apps_guest_dir, netns, name, debian_reps,
-                warm_max_s=600 if quick else 1200)
+                warm_s=60 if quick else 120)
             result['%s_ratio_cold_over_clone' % name] = \
                 result['%s_ready' % name]['ratio_cold_over_clone']
         return measure

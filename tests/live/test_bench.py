@@ -161,16 +161,22 @@ def test_application_sections_are_coherent(quick, app):
     assert r['app'] == app and r['warm_rate'] > 0
     for key in ('cold_s', 'cold_boot_to_agent_s',
                 'cold_agent_to_first_answer_s', 'cold_warmup_s', 'clone_s',
-                'cold_first_window_rate', 'clone_first_window_rate'):
+                'cold_first_span_rate', 'clone_first_span_rate',
+                'clone_first_answer_s'):
         assert r[key]['n'] == 2, key
     assert r['cold_boot_to_agent_s']['min'] > 0
     assert r['cold_agent_to_first_answer_s']['min'] > 0
     assert r['cold_warmup_s']['min'] >= 0
     assert r['cold_s']['min'] > r['cold_boot_to_agent_s']['min']
     assert r['clones_resumed_source'] is True
-    # A clone was ready no sooner than its spawn (restore and
+    # The warm rate is the source's own mean: its boot got there.
+    assert r['source_reached_ready'] is True
+    # A clone answers after its spawn and is ready no sooner.
+    assert r['clone_first_answer_s']['min'] <= r['clone_s']['min']
+    # A clone answered no sooner than its spawn (restore and
     # re-identification) ended.
-    assert r['clone_s']['min'] > r['clone_profile']['spawn_s']['min']
+    assert r['clone_first_answer_s']['min'] > \
+        r['clone_profile']['spawn_s']['min']
     assert r['ratio_cold_over_clone'] == pytest.approx(
         r['cold_s']['median'] / r['clone_s']['median'], abs=0.01)
     assert saved['%s_ratio_cold_over_clone' % app] == \
