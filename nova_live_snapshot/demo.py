@@ -118,6 +118,20 @@ class _Session:
         self.guest_image.remove(self.eng.host, self.source_name)
 
 
+def _capture(session, source, result):
+    """Capture the source into the session's image; the capture result
+    and the workload state read just after it."""
+    cap = session.eng.capture(session.source_name, session.image_name)
+    after = testbed.read_workload(source)
+    result.update({
+        'capture_pause_ms': round(cap.pause_ms, 1),
+        'capture_s': round(cap.duration_s, 2),
+        'memory_staged': cap.memory_staged,
+        'memory_mib_on_disk': round(
+            cap.image.manifest.files['memory']['size'] / 2 ** 20, 1)})
+    return cap, after
+
+
 def _run_busybox(session, clones):
     eng, guest_image = session.eng, session.guest_image
     progress, spawned = session.progress, session.spawned
@@ -136,15 +150,7 @@ def _run_busybox(session, clones):
 
     progress('capturing live image %s while the workload runs'
              % image_name)
-    cap = eng.capture(source_name, image_name)
-    after = testbed.read_workload(source)
-    result.update({
-        'capture_pause_ms': round(cap.pause_ms, 1),
-        'capture_s': round(cap.duration_s, 2),
-        'memory_staged': cap.memory_staged,
-        'memory_mib_on_disk': round(
-            cap.image.manifest.files['memory']['size'] / 2 ** 20, 1),
-    })
+    cap, after = _capture(session, source, result)
     result['source'].update({
         'identity': read_identity(source),
         'uuid': source.uuid, 'token': before.token,
@@ -206,14 +212,7 @@ def _run_debian(session, clones, netns, warm_cpu_s):
     before = testbed.read_workload(source)
 
     progress('capturing live image %s' % image_name)
-    cap = eng.capture(source_name, image_name)
-    after = testbed.read_workload(source)
-    result.update({
-        'capture_pause_ms': round(cap.pause_ms, 1),
-        'capture_s': round(cap.duration_s, 2),
-        'memory_staged': cap.memory_staged,
-        'memory_mib_on_disk': round(
-            cap.image.manifest.files['memory']['size'] / 2 ** 20, 1)})
+    cap, after = _capture(session, source, result)
     result['source'].update({
         'identity': read_debian_identity(source), 'token': before.token,
         'counter_before_capture': before.counter,
