@@ -303,19 +303,19 @@ def _core_lines(result):
         lines += ['Where the engine\'s restore spends more than a plain one '
                   '(the plain save image restored again, one engine part '
                   'added at a time, in the same rounds):', '',
-                  '| part | time |', '|---|---|',
-                  '| restore through the engine\'s FIFO feeder (header '
-                  'rewritten, stream spliced) | %s |'
-                  % _fmt(b['fifo_restore_s']),
-                  '| the same, paused, link forced down, resumed | %s |'
-                  % _fmt(b['fifo_restore_link_toggle_s']),
-                  '| define (the persistent definition) | %s |'
-                  % _fmt(b['define_s']),
-                  '| FIFO over file (medians) | %.3f s |'
-                  % b['fifo_over_file_s'],
-                  '| link toggle (medians) | %.3f s |' % b['link_toggle_s'],
-                  '| rest of the engine restore (XML preparation, lookups) '
-                  '| %.3f s |' % b['rest_s'], '']
+                  ] + _table(('part', 'time'), [
+                      ('restore through the engine\'s FIFO feeder (header '
+                       'rewritten, stream spliced)',
+                       _fmt(b['fifo_restore_s'])),
+                      ('the same, paused, link forced down, resumed',
+                       _fmt(b['fifo_restore_link_toggle_s'])),
+                      ('define (the persistent definition)',
+                       _fmt(b['define_s'])),
+                      ('FIFO over file (medians)',
+                       '%.3f s' % b['fifo_over_file_s']),
+                      ('link toggle (medians)', '%.3f s' % b['link_toggle_s']),
+                      ('rest of the engine restore (XML preparation, '
+                       'lookups)', '%.3f s' % b['rest_s'])])
     lines += ['## Capture', '', '| mode | source pause | capture total |',
               '|---|---|---|']
     for label, row in result['capture'].items():
@@ -364,29 +364,28 @@ def _app_lines(r):
                  r['warm_rate'], unit, r['warm_growth'] or 0,
                  r['warm_span_s'], r['ready_span_s'],
                  100 * r['ready_fraction']), '',
-             '| | |', '|---|---|',
-             '| cold: boot until the agent answers | %s |'
-             % _fmt(r['cold_boot_to_agent_s']),
-             '| cold: start until the first answer | %s |'
-             % _fmt(r['cold_agent_to_first_answer_s']),
-             '| cold: warm-up, first answer to ready | %s |'
-             % _fmt(r['cold_warmup_s']),
-             '| cold: rate over the first %g s | %s |'
-             % (r['ready_span_s'], _fmt(r['cold_first_span_rate'], unit)),
-             '| warm rate over the cold first %g s | %s |'
-             % (r['ready_span_s'], r['warm_over_cold_first_span']),
-             '| cold boot, start and warm-up until ready | %s |'
-             % _fmt(r['cold_s']),
-             '| clone (captured warm): spawn start to its first answer | %s |'
-             % _fmt(r['clone_first_answer_s']),
-             '| clone until ready on its new address | %s |'
-             % _fmt(r['clone_s']),
-             '| clone: rate over its first %g s | %s |'
-             % (r['ready_span_s'], _fmt(r['clone_first_span_rate'], unit)),
-             '| every clone resumed its source\'s process | %s |'
-             % ('yes' if r['clones_resumed_source'] else '**no**'),
-             '| **ratio cold / clone** | **%.2f** |'
-             % r['ratio_cold_over_clone'], '']
+             ] + _table(('', ''), [
+                 ('cold: boot until the agent answers',
+                  _fmt(r['cold_boot_to_agent_s'])),
+                 ('cold: start until the first answer',
+                  _fmt(r['cold_agent_to_first_answer_s'])),
+                 ('cold: warm-up, first answer to ready',
+                  _fmt(r['cold_warmup_s'])),
+                 ('cold: rate over the first %g s' % r['ready_span_s'],
+                  _fmt(r['cold_first_span_rate'], unit)),
+                 ('warm rate over the cold first %g s' % r['ready_span_s'],
+                  str(r['warm_over_cold_first_span'])),
+                 ('cold boot, start and warm-up until ready',
+                  _fmt(r['cold_s'])),
+                 ('clone (captured warm): spawn start to its first answer',
+                  _fmt(r['clone_first_answer_s'])),
+                 ('clone until ready on its new address', _fmt(r['clone_s'])),
+                 ('clone: rate over its first %g s' % r['ready_span_s'],
+                  _fmt(r['clone_first_span_rate'], unit)),
+                 ('every clone resumed its source\'s process',
+                  'yes' if r['clones_resumed_source'] else '**no**'),
+                 ('**ratio cold / clone**',
+                  '**%.2f**' % r['ratio_cold_over_clone'])])
     return lines + _profile_lines(r.get('clone_profile'))
 
 
