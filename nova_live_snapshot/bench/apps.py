@@ -30,7 +30,8 @@ from nova_live_snapshot import exception
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['READY_FRACTION', 'READY_SPAN_S', 'WARM_SPAN_S', 'Series',
+__all__ = ['READY_FRACTION', 'READY_SPAN_S', 'WARM_SPAN_S', 'WARM_GROWTH',
+           'Series',
            'Jvm', 'Postgres', 'APPS']
 
 # "Ready": a span of READY_SPAN_S seconds at this fraction of the warm
@@ -39,6 +40,9 @@ __all__ = ['READY_FRACTION', 'READY_SPAN_S', 'WARM_SPAN_S', 'Series',
 READY_FRACTION = 0.9
 READY_SPAN_S = 5.0
 WARM_SPAN_S = 20.0
+# Warm: the last WARM_SPAN_S seconds' mean rate at most this many times the
+# span before's (the rate stopped growing).
+WARM_GROWTH = 1.1
 
 # Runs in the test network's namespace: connects (retrying until it is
 # told to stop), checks the banner, then sends one request after the other

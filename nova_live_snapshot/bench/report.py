@@ -354,13 +354,15 @@ def _app_lines(r):
     unit = r['rate_unit']
     lines = ['## Apps guest: %s' % title, '',
              '%s Rates per %g s window. The source ran under load for %g s '
-             'from its first answer; its mean rate over the last %g s, '
+             'from its first answer (at least %g, at most %g, until its rate '
+             'stopped growing); its mean rate over the last %g s, '
              '%.1f %s, is the warm throughput (%.2f times the %g s before '
              'it). Ready: the start of the first %g s whose mean rate is '
              'at %d %% of the warm throughput or above. The service starts '
              'through the guest agent as soon as the agent answers; the '
              'source is captured warm.' % (
-                 how, r['window_s'], r['warm_s'], r['warm_span_s'],
+                 how, r['window_s'], r['warm_s'], r['warm_min_s'],
+                 r['warm_max_s'], r['warm_span_s'],
                  r['warm_rate'], unit, r['warm_growth'] or 0,
                  r['warm_span_s'], r['ready_span_s'],
                  100 * r['ready_fraction']), '',

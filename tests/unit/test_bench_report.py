@@ -11,7 +11,8 @@ def _stats(median):
 def _app(name):
     return {
         'app': name, 'rate_unit': 'requests/s', 'window_s': 1.0,
-        'ready_span_s': 5.0, 'warm_span_s': 20.0, 'warm_s': 60,
+        'ready_span_s': 5.0, 'warm_span_s': 20.0, 'warm_s': 75.0,
+        'warm_min_s': 60, 'warm_max_s': 240,
         'ready_fraction': 0.9, 'warm_rate': 100.0, 'warm_growth': 1.02,
         'source_reached_ready': True, 'cold_s': _stats(120.0),
         'cold_boot_to_agent_s': _stats(20.0),
