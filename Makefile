@@ -9,7 +9,6 @@ export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
-# e.g. BENCH_ARGS='--sections jvm,postgres'
 BENCH_ARGS ?=
 
 .PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
@@ -43,7 +42,9 @@ $(VENV)/.installed: requirements.txt test-requirements.txt upper-constraints.txt
 demo: venv guest
 	$(VENV)/bin/nova-live-snapshot demo $(DEMO_ARGS)
 
-# The full benchmark suite (about 10 minutes); results in bench-results/.
+# The full benchmark suite (about 25 minutes on a quiet 2-core machine, of
+# which the application sections on the apps guest take about 15); results
+# in bench-results/. BENCH_ARGS=--sections jvm,postgres runs some only.
 bench: venv guest
 	$(VENV)/bin/nova-live-snapshot bench --out bench-results \
 	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest \
