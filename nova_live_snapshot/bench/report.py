@@ -3,7 +3,7 @@
 import json
 import os
 
-__all__ = ['write']
+__all__ = ['write', 'write_json']
 
 
 def _fmt(stats, unit='s', scale=1.0):
@@ -418,11 +418,18 @@ def _profile_lines(profile):
     return lines
 
 
+def write_json(result, out_dir):
+    """Write ``result.json`` alone (a checkpoint during a run)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'result.json')
+    with open(path + '.part', 'w') as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    os.replace(path + '.part', path)
+
+
 def write(result, out_dir):
     """Write ``result.json``, the plots and ``report.md`` into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'result.json'), 'w') as f:
-        json.dump(result, f, indent=2, sort_keys=True)
+    write_json(result, out_dir)
     plots = _plots(result, out_dir)
     with open(os.path.join(out_dir, 'report.md'), 'w') as f:
         f.write(markdown(result, plots))

@@ -655,7 +655,8 @@ SECTIONS = ('core', 'size', 'compression', 'lazy', 'sshd', 'warm', 'jvm',
 
 
 def run(conf, quick=False, progress=print, debian_guest_dir=None,
-        netns='nls-test', apps_guest_dir=None, sections=None):
+        netns='nls-test', apps_guest_dir=None, sections=None,
+        checkpoint=None):
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
     result dict (see ``doc/source/benchmarks.rst``).
 
@@ -664,6 +665,8 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
     application sections (a JVM, PostgreSQL) when ``apps_guest_dir`` is,
     both only when ``conf.clone_network`` names the test network in
     ``netns``. ``sections`` (names from :data:`SECTIONS`) runs only those.
+    ``checkpoint(result)``, if given, is called after each section, so that
+    a long run that is stopped keeps what it measured.
     """
     sections = set(SECTIONS if sections is None else sections)
     unknown = sections - set(SECTIONS)
@@ -745,6 +748,8 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
         for name in SECTIONS:
             if name in sections and runnable[name] is not None:
                 _run_section(bench, result, name, runnable[name])
+                if checkpoint is not None:
+                    checkpoint(result)
         return result
     finally:
         bench.close()

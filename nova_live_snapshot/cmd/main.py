@@ -171,7 +171,8 @@ def run(argv):
                            netns=args.netns,
                            apps_guest_dir=args.apps_guest_dir,
                            sections=args.sections.split(',')
-                           if args.sections else None)
+                           if args.sections else None,
+                           checkpoint=lambda r: report.write_json(r, args.out))
         report.write(result, args.out)
         if args.json:
             _emit(result)
