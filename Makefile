@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all demo bench test unit live nova-functional nova-live nova-driver-tests \
+.PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean
 
 all: test
@@ -53,8 +53,18 @@ bench: venv guest
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# The property tests of every untrusted-input reader with many more
+# examples than `make unit` runs (tests/unit/test_untrusted_input.py).
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/unit/test_untrusted_input.py $(PYTEST_ARGS)
+
 live: venv guest
 	NLS_REQUIRE_LIVE=1 $(PY) -m pytest tests/live $(PYTEST_ARGS)
+
+# The openstack plugin alone (client/, nova-live-snapshot-client) in a fresh
+# venv without nova or libvirt-python (about two minutes, mostly pip).
+client-test: venv
+	$(PY) -m pytest tests/client $(PYTEST_ARGS)
 
 # Nova's services in-process on Nova's own fixtures (tests/nova). Nova's test
 # base is testtools-based: these run under stestr, not pytest.

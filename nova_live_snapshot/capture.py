@@ -15,12 +15,18 @@ Two modes (``[live_snapshot] capture_mode``):
     named, but the source is stopped for seconds.
 
 Either way the frozen chain is then flattened into the image's own
-``disk.qcow2`` while the source runs, the memory file is moved (from tmpfs
-staging) into the image with its SHA-256 computed on the way, and the image
-is published atomically (:class:`nova_live_snapshot.liveimage.ImageWriter`).
-On any failure the source keeps running and nothing of the image remains.
+``disk.qcow2`` while the source runs, and the capture's overlay is merged
+back into the source's own disk (:func:`commit_overlays`): every capture,
+whoever asked for it, leaves the source on the disk it ran on, so that the
+disk's name and backing chain never grow from one capture to the next. The
+memory file is moved (from tmpfs staging) into the image with its SHA-256
+computed on the way, and the image is published atomically
+(:class:`nova_live_snapshot.liveimage.ImageWriter`). On any failure the
+source keeps running, back on its own disk, and nothing of the image
+remains.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -37,7 +43,7 @@ from nova_live_snapshot import qemuimg
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['capture', 'CaptureResult']
+__all__ = ['capture', 'CaptureResult', 'commit_overlays', 'capture_overlays']
 
 _MIB = 1024 * 1024
 # Headroom above guest RAM for the save-image header and QEMU's device state.
@@ -50,7 +56,8 @@ class CaptureResult:
     pause_ms: float
     duration_s: float
     memory_staged: bool
-    source_overlays: dict   # {target dev: the overlay the source now runs on}
+    # {target dev: the disk the source runs on}: the ones it ran on before.
+    source_disks: dict
 
 
 def _free_mib(path):
@@ -72,6 +79,44 @@ def capture_overlays(guest):
     snapshot and before its commit leaves the source on."""
     return {dev: path for dev, path in guest.disk_sources().items()
             if path and _OVERLAY_RE.search(os.path.basename(path))}
+
+
+def commit_overlays(host, domain, overlays):
+    """Merge the overlays a capture put under running ``domain`` back into
+    the disks it ran on, remove them, and keep a persistent definition on
+    those disks: the source ends as it was before the capture (same disk
+    paths, same backing chain).
+
+    The one way back for every caller: a capture once its frozen copy is
+    made, a capture that failed after its snapshot, and the recovery of a
+    capture a crash interrupted. The point-in-time copy must have been
+    taken from the backing files already: they are written again from here.
+
+    :param overlays: ``{target dev: overlay path}``; an overlay the domain
+        no longer runs on is only removed.
+    :raises DomainNotFound:, HypervisorError:
+    """
+    guest = host.lookup(domain)
+    for dev, overlay in sorted(overlays.items()):
+        if guest.active_disk(dev) == overlay:
+            guest.commit_active(dev)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(overlay)
+    if guest.is_persistent():
+        # libvirt keeps the persistent definition pointing at the overlay
+        # it created; the next boot would use it.
+        host.define(guest.xml(inactive=False))
+
+
+def _back_on_own_disks(host, guest, overlays):
+    """:func:`commit_overlays` for a capture that is failing: logged, not
+    raised, so that the capture's own error is the one the caller sees."""
+    try:
+        commit_overlays(host, guest.uuid, overlays)
+    except exception.LiveSnapshotError:
+        LOG.exception('Could not merge the capture overlays %s of %s back; '
+                      'it keeps running on them', sorted(overlays.values()),
+                      guest.name)
 
 
 def _plan_memory(conf, writer, memory_mib):
@@ -161,12 +206,15 @@ def _snapshot_save(host, guest, memory_path, overlays, frozen):
     return pause_ms
 
 
-def capture(host, store, domain, name, conf):
+def capture(host, store, domain, name, conf, before_merge=None):
     """Capture running ``domain`` (name or UUID) into live image ``name``.
 
     :param host: :class:`nova_live_snapshot.host.Host`
     :param store: :class:`nova_live_snapshot.liveimage.ImageStore`
     :param conf: the ``[live_snapshot]`` option group (``CONF.live_snapshot``)
+    :param before_merge: called with ``{target dev: overlay}`` once the
+        image is published, just before the overlays the source runs on are
+        merged back (the Nova driver journals them for its crash recovery).
     :returns: :class:`CaptureResult`
     :raises DomainNotFound:, DomainNotRunning:, InsufficientSpace:,
         ImageExists:, CaptureFailed:
@@ -190,6 +238,9 @@ def capture(host, store, domain, name, conf):
     staged = False
     overlays = {}
     snapshot_taken = False
+    # Overlays the source runs on that are still to be merged back.
+    pending = {}
+    image = None
     try:
         disk_mib = sum(_chain_bytes(p) for p in frozen.values()) // _MIB + 1
         memory_path, staged = _plan_memory(conf, writer, memory_mib)
@@ -204,10 +255,12 @@ def capture(host, store, domain, name, conf):
             pause_ms = _snapshot_save(host, guest, memory_path, overlays,
                                       frozen)
         snapshot_taken = True
+        pending = dict(overlays)
         LOG.info('Captured %s: source paused %.0f ms', guest.name,
                  pause_ms or -1)
 
-        # Everything below runs while the source runs on its new overlays.
+        # The source runs on its new overlays until the image is complete;
+        # then it goes back onto its own disk.
         if len(frozen) != 1:
             raise exception.CaptureFailed(
                 domain=guest.name, reason='format %d live images hold exactly '
@@ -242,9 +295,19 @@ def capture(host, store, domain, name, conf):
                   'sha256': disk_sha, 'format': 'qcow2',
                   'virtual_size': disk_info['virtual-size']})
         image = writer.commit(manifest)
-    except exception.LiveSnapshotError as e:
+        if before_merge is not None:
+            before_merge(dict(overlays))
+        pending = {}
+        commit_overlays(host, guest.uuid, overlays)
+    except BaseException as e:
+        if image is not None:
+            # Published, but the source could not go back on its disk.
+            with contextlib.suppress(exception.ImageNotFound):
+                store.delete(image.name)
         writer.abort()
-        if not snapshot_taken:
+        if pending:
+            _back_on_own_disks(host, guest, pending)
+        elif not snapshot_taken:
             for overlay in overlays.values():
                 # ATOMIC: libvirt removed what it created, but a save-mode
                 # failure may leave one.
@@ -253,18 +316,17 @@ def capture(host, store, domain, name, conf):
         if isinstance(e, (exception.InsufficientSpace, exception.ImageExists,
                           exception.CaptureFailed)):
             raise
-        raise exception.CaptureFailed(domain=guest.name, reason=str(e)) from e
-    except OSError as e:
-        writer.abort()
-        raise exception.CaptureFailed(
-            domain=guest.name, reason='%s: %s' % (e.filename or 'I/O',
-                                                  e.strerror)) from e
-    except BaseException:
-        writer.abort()
+        if isinstance(e, exception.LiveSnapshotError):
+            raise exception.CaptureFailed(domain=guest.name,
+                                          reason=str(e)) from e
+        if isinstance(e, OSError):
+            raise exception.CaptureFailed(
+                domain=guest.name, reason='%s: %s' % (e.filename or 'I/O',
+                                                      e.strerror)) from e
         raise
     finally:
         if staged and memory_path:
             shutil.rmtree(os.path.dirname(memory_path), ignore_errors=True)
     return CaptureResult(image=image, pause_ms=pause_ms,
                          duration_s=time.monotonic() - started,
-                         memory_staged=staged, source_overlays=overlays)
+                         memory_staged=staged, source_disks=frozen)

@@ -115,6 +115,10 @@ def prepare_domain(verified, spec, origin):
 
     :raises IncompatibleImage: naming every difference.
     """
+    if spec.backing_path != verified.image.disk_path:
+        # Without it libvirt relabels the frozen disk for the QEMU user.
+        raise ValueError('a clone spec must name the frozen disk as its '
+                         'backing file')
     xml = domainxml.render(spec)
     reasons = domainxml.compare(verified.domain, domainxml.facts(xml, origin))
     if reasons:
@@ -390,6 +394,7 @@ class CloneManager:
         return domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
+            backing_path=image.disk_path,
             console_log=os.path.join(path, 'console.log'),
             memory_mib=image.memory_mib,
             vcpus=image.vcpus,
@@ -426,7 +431,8 @@ class CloneManager:
                 guest = self.host.lookup(name)
             else:
                 guest = self.templates.restore(template, domainxml.render(
-                    spec.with_identity(ram_file=template.memory_path)))
+                    spec.with_identity(ram_file=template.memory_path,
+                                       ram_readonly=template.ram_readonly)))
                 guest.resume()
             # The persistent definition of a clone has the link up: its next
             # start is a boot, not a resume. An exact copy stays off the

@@ -196,6 +196,21 @@ warning, instead of failing the spawn.
 With the default, such a spawn fails with an error that says why, and
 nothing of the template or the clone is left behind.
 """),
+    cfg.BoolOpt(
+        'lazy_writable_templates',
+        default=False,
+        help="""
+Allow ``lazy`` mode on a QEMU older than 8.2.
+
+A lazy clone maps its template's RAM file privately. QEMU 8.2 and later open
+that file read-only (``readonly=on,rom=off``), and the file is root's, mode
+0440: no QEMU process can change it. Older QEMU (Debian 12 has 7.2) must open
+it read-write, so the file has to be writable by the QEMU group, and a
+compromised clone could rewrite the memory every other clone of the image
+maps. With the default, lazy spawns on such a host are refused (or restored
+eagerly with ``lazy_fallback_to_eager``); set this only on hosts where every
+clone of an image is equally trusted.
+"""),
     cfg.IntOpt(
         'restore_timeout',
         default=120,
@@ -218,6 +233,20 @@ the live snapshot driver has ``signing_key`` set.
 Related options:
 
 * ``signing_key``: live images are only made and restored with it.
+"""),
+    cfg.StrOpt(
+        'host_key_file',
+        help="""
+File holding this host's key for the live images it captures (64 hex digits).
+
+Every image the engine captures is signed with it (``manifest.sig``, an
+HMAC-SHA256 of the manifest, which holds each file's SHA-256), and an image
+is read only after its signature matched: a file changed in the store, even
+with its checksum rewritten, or an image copied from another host is
+refused. Made on the first capture, mode 0600, when missing; it must be
+root's and readable by root alone. A host without it trusts no local image.
+
+Default: ``host.key`` in the directory that holds ``image_dir``.
 """),
     cfg.StrOpt(
         'signing_key',

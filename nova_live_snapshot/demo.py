@@ -22,8 +22,8 @@ import time
 import uuid as uuidlib
 
 from nova_live_snapshot import engine as engine_mod
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import testbed
+from nova_live_snapshot import waiting
 from nova_live_snapshot.bench import workload
 
 __all__ = ['run']
@@ -200,8 +200,8 @@ def _run_debian(session, clones, netns, warm_cpu_s):
     source = guest_image.boot(eng.host, source_name)
     testbed.wait_ready(source, timeout=300)
     workload.start_warm(source, warm_cpu_s)
-    addr = host_mod.wait_for(source.leased_ipv4, 300, interval=0.2,
-                             what='a DHCP lease for %s' % source_name)
+    addr = waiting.wait_for(source.leased_ipv4, 300, interval=0.2,
+                            what='a DHCP lease for %s' % source_name)
     banner = workload.parse_warm(workload.wait_banner(
         netns, addr, workload.WARM_PORT,
         workload.warm_prefix(source_name), t0 + 300 + 20 * warm_cpu_s))

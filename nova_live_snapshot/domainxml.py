@@ -20,7 +20,7 @@ from nova_live_snapshot import exception
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
            'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
            'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID',
-           'macs_with_link_down']
+           'macs_with_link_down', 'add_backing_store']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
@@ -103,6 +103,15 @@ class DomainSpec:
     # waiting for its state (-incoming defer) instead of booting.
     ram_file: str = None
     ram_shared: bool = False
+    # A clone's private mapping of a file QEMU opens read-only (QEMU 8.2+
+    # ``rom=off``): see nova_live_snapshot.template.
+    ram_readonly: bool = False
+    # The frozen disk ``disk_path`` is an overlay on: named in the XML with
+    # DAC relabelling off, so that libvirt never hands it to the QEMU user
+    # (it would chown it and, being a backing file, never give it back:
+    # every QEMU could then rewrite what all clones of the image read).
+    backing_path: str = None
+    backing_format: str = 'qcow2'
 
     def with_identity(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -143,6 +152,8 @@ def render(spec):
     disk = _sub(devices, 'disk', type='file', device='disk')
     _sub(disk, 'driver', name='qemu', type=spec.disk_format)
     _sub(disk, 'source', file=spec.disk_path)
+    if spec.backing_path:
+        add_backing_store(disk, spec.backing_path, spec.backing_format)
     _sub(disk, 'target', dev='vda', bus='virtio')
     if spec.network:
         nic = _sub(devices, 'interface', type='network')
@@ -165,39 +176,93 @@ def render(spec):
     _sub(devices, 'memballoon', model='none')
     if spec.ram_file:
         dom = _with_lazy_ram(dom, spec.ram_file, spec.ram_shared,
-                             spec.memory_mib)
+                             spec.memory_mib, spec.ram_readonly)
     return etree.tostring(dom, encoding='unicode', pretty_print=True)
 
 
-def lazy_ram_args(ram_file, shared, memory_mib):
+def add_backing_store(disk, path, fmt):
+    """Name ``path`` as the (last) backing file of ``<disk>`` element
+    ``disk``, read-only to QEMU and never relabelled by libvirt's DAC driver:
+    QEMU reads it through the file's group or other permission bits, which
+    the engine sets (:meth:`nova_live_snapshot.liveimage.ImageStore.
+    share_read_only`)."""
+    store = _sub(disk, 'backingStore', type='file')
+    _sub(store, 'format', type=fmt)
+    source = _sub(store, 'source', file=path)
+    _sub(source, 'seclabel', model='dac', relabel='no')
+    _sub(store, 'backingStore')
+    # libvirt's schema wants <backingStore> right after <source>.
+    src = disk.find('source')
+    disk.remove(store)
+    src.addnext(store)
+    return store
+
+
+def with_backing_chains(xml, chains, what='domain XML'):
+    """``xml`` with the backing chain of each file disk named in it, every
+    backing file with DAC relabelling off (:func:`add_backing_store`).
+
+    :param chains: ``{disk source path: [(backing path, format), ...]}``,
+        nearest backing file first; disks not in it are left as they are.
+    """
+    root = parse(xml, what)
+    for disk in root.findall('devices/disk'):
+        source = disk.find('source')
+        chain = chains.get(source.get('file') if source is not None else None)
+        if not chain:
+            continue
+        for old in disk.findall('backingStore'):
+            disk.remove(old)
+        parent = disk
+        for path, fmt in chain:
+            store = add_backing_store(parent, path, fmt)
+            # add_backing_store ends the chain with an empty <backingStore/>:
+            # the next level replaces it.
+            parent = store
+            last = store.find('backingStore')
+            if (path, fmt) != chain[-1]:
+                store.remove(last)
+    return etree.tostring(root, encoding='unicode')
+
+
+def lazy_ram_args(ram_file, shared, memory_mib, readonly=False):
     """QEMU arguments that put the guest RAM in ``ram_file`` and make QEMU
     wait for its state: our ``memory-backend-file`` (JSON, so that no path
     needs QemuOpts comma escaping), ``-machine memory-backend`` to use it
     instead of libvirt's ``pc.ram`` (which QEMU then never touches), and
-    ``-incoming defer``."""
+    ``-incoming defer``.
+
+    With ``readonly`` (a private mapping only), QEMU opens the file
+    read-only and still maps it writable, privately (``rom=off``, QEMU
+    8.2): a clone's QEMU then cannot change what the other clones map."""
     backend = {'qom-type': 'memory-backend-file', 'id': LAZY_RAM_ID,
                'size': memory_mib * 1024 * 1024,
                'mem-path': ram_file, 'share': shared}
+    if readonly:
+        if shared:
+            raise ValueError('a shared RAM mapping cannot be read-only')
+        backend.update(readonly=True, rom='off')
     return ['-object', json.dumps(backend, sort_keys=True),
             '-machine', 'memory-backend=%s' % LAZY_RAM_ID,
             '-incoming', 'defer']
 
 
-def _with_lazy_ram(dom, ram_file, shared, memory_mib):
+def _with_lazy_ram(dom, ram_file, shared, memory_mib, readonly=False):
     # The qemu namespace must be declared on the root element.
     root = etree.Element('domain', dict(dom.attrib), nsmap={'qemu': QEMU_NS})
     root.extend(list(dom))
     cmdline = etree.SubElement(root, '{%s}commandline' % QEMU_NS)
-    for arg in lazy_ram_args(ram_file, shared, memory_mib):
+    for arg in lazy_ram_args(ram_file, shared, memory_mib, readonly):
         etree.SubElement(cmdline, '{%s}arg' % QEMU_NS, value=arg)
     return root
 
 
-def with_lazy_ram(xml, ram_file, shared, memory_mib):
+def with_lazy_ram(xml, ram_file, shared, memory_mib, readonly=False):
     """Domain XML ``xml`` (rendered elsewhere, e.g. by Nova) with the lazy
     RAM passthrough of :func:`lazy_ram_args` added."""
     root = parse(xml, 'domain XML')
-    return etree.tostring(_with_lazy_ram(root, ram_file, shared, memory_mib),
+    return etree.tostring(_with_lazy_ram(root, ram_file, shared, memory_mib,
+                                         readonly),
                           encoding='unicode')
 
 

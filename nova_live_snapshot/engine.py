@@ -22,10 +22,12 @@ class Engine:
         """:param conf: the ``[live_snapshot]`` group (``CONF.live_snapshot``)."""
         self.conf = conf
         self.host = host or host_mod.Host(conf.connection_uri)
-        self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group)
+        self.images = liveimage.ImageStore(conf.image_dir, conf.qemu_group,
+                                           conf.host_key_file)
         self.templates = template_mod.TemplateStore(
             conf.template_dir, self.host, self.images,
-            timeout=conf.restore_timeout, network=conf.clone_network)
+            timeout=conf.restore_timeout, network=conf.clone_network,
+            allow_writable=conf.lazy_writable_templates)
         self.clones = clone_mod.CloneManager(
             self.host, conf.clone_dir, conf.restore_timeout,
             require_agent=conf.require_guest_agent,
@@ -70,8 +72,11 @@ class Engine:
         :raises ImageInUse: clones still use its frozen disk, unless
             ``destroy_clones`` is set, in which case they are destroyed first.
         """
-        image = self.images.get(name)
-        users = self.clones.list(image=image.name)
+        try:
+            self.images.get(name)
+        except exception.InvalidLiveImage:
+            pass        # a damaged image can always be deleted
+        users = self.clones.list(image=name)
         if users and not destroy_clones:
             raise exception.ImageInUse(image=name,
                                        clones=', '.join(c.name for c in users))
@@ -86,7 +91,8 @@ class Engine:
 
         :returns: the names of the images whose template was removed.
         """
-        return self.templates.collect({i.id for i in self.images.list()})
+        return self.templates.collect({i.template_key
+                                       for i in self.images.list()})
 
     def list_templates(self):
         """This host's templates: image, guest RAM, memory held on tmpfs,

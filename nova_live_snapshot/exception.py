@@ -12,7 +12,8 @@ __all__ = [
     'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
-    'TemplateDirUnsuitable', 'TemplateBuildFailed', 'BenchmarkError',
+    'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateUnsafe',
+    'BenchmarkError',
 ]
 
 
@@ -124,6 +125,16 @@ class TemplateDirUnsuitable(TemplateError):
     msg_fmt = ('[live_snapshot] template_dir %(path)s is on %(fstype)s, not '
                'tmpfs: clones fault their memory in from the template, '
                'which must be RAM. Point it at a tmpfs (e.g. under /dev/shm).')
+
+
+class TemplateUnsafe(TemplateError):
+    msg_fmt = ('Lazy clones of live image %(image)s are refused on this host: '
+               'its QEMU %(qemu)s opens a private RAM file read-write (read-only '
+               'private mappings need QEMU 8.2), so any clone could rewrite the '
+               'template memory every other clone of the image maps. Restore '
+               'eagerly (restore_mode = eager, or lazy_fallback_to_eager = '
+               'true), or accept that risk with [live_snapshot] '
+               'lazy_writable_templates = true.')
 
 
 class TemplateBuildFailed(TemplateError):

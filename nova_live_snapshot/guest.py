@@ -1,13 +1,17 @@
 """One libvirt domain: each method does one libvirt thing.
 
 Flag bitmasks stay here; callers pass keyword arguments. ``libvirtError`` is
-translated in :func:`nova_live_snapshot.host.translate_errors` and, for the
-guest agent, in :meth:`Guest.agent_command`.
+translated in :func:`nova_live_snapshot.virterror.translate_errors` and, for
+the guest agent, in :meth:`Guest.agent_command`. This module does not import
+:mod:`.host` (which hands out Guests): both use :mod:`.virterror` and
+:mod:`.waiting`.
 """
 
 import base64
+import contextlib
 import json
 import logging
+import threading
 import time
 
 import libvirt
@@ -15,6 +19,8 @@ import libvirt_qemu
 from lxml import etree
 
 from nova_live_snapshot import exception
+from nova_live_snapshot import virterror
+from nova_live_snapshot import waiting
 
 __all__ = ['Guest']
 
@@ -33,9 +39,7 @@ _STATES = {
 
 
 def _errors(operation, guest):
-    # Imported late: host imports this module.
-    from nova_live_snapshot import host
-    return host.translate_errors(operation, domain=guest._name)
+    return virterror.translate_errors(operation, domain=guest._name)
 
 
 class Guest:
@@ -195,6 +199,33 @@ class Guest:
                 return mirror.get('ready') == 'yes'
         return False
 
+    @contextlib.contextmanager
+    def _block_job_events(self, dev):
+        """An Event set whenever libvirt reports a change of a block job on
+        disk ``dev`` of this domain (BLOCK_JOB_2: started, ready,
+        completed, failed), for waits to wake on instead of polling.
+
+        The connection's event loop delivers it (this project's
+        :class:`~.host.Host`, or Nova's inside nova-compute).
+        """
+        changed = threading.Event()
+        uuid = self.uuid
+
+        def on_event(conn, dom, disk, job_type, status, opaque):
+            if disk == dev and dom.UUIDString() == uuid:
+                changed.set()
+
+        conn = self.domain.connect()
+        with _errors('register block job events of %s' % self._name, self):
+            callback = conn.domainEventRegisterAny(
+                self.domain, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2,
+                on_event, None)
+        try:
+            yield changed
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(callback)
+
     def commit_active(self, dev, timeout=600):
         """Merge disk ``dev``'s active overlay into its backing file, while
         the guest runs, and pivot the disk back onto that file.
@@ -203,27 +234,30 @@ class Guest:
         image it ran on before, and the overlay is no longer used (the
         caller removes it). The frozen point-in-time copy must have been
         taken from the backing file already: it is written again from here.
+        Both waits wake on libvirt's block job events; they look on their
+        own once a second in case an event is missed.
         """
-        # Imported late: host imports this module.
-        from nova_live_snapshot import host
         flags = (libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
                  libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
-        with _errors('block commit of %s %s' % (self._name, dev), self):
-            # A commit already running is one a crashed nova-compute started
-            # (libvirt carries it on): finish that one.
-            if not self.domain.blockJobInfo(dev, 0):
-                self.domain.blockCommit(dev, None, None, 0, flags)
-        host.wait_for(lambda: self._block_job_ready(dev), timeout,
-                      what='the block commit of %s %s' % (self._name, dev))
-        with _errors('pivot %s %s' % (self._name, dev), self):
-            self.domain.blockJobAbort(
-                dev, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+        with self._block_job_events(dev) as changed:
+            with _errors('block commit of %s %s' % (self._name, dev), self):
+                # A commit already running is one a crashed nova-compute
+                # started (libvirt carries it on): finish that one.
+                if not self.domain.blockJobInfo(dev, 0):
+                    self.domain.blockCommit(dev, None, None, 0, flags)
+            waiting.wait_for(lambda: self._block_job_ready(dev), timeout,
+                             interval=1.0, wake=changed,
+                             what='the block commit of %s %s'
+                             % (self._name, dev))
+            with _errors('pivot %s %s' % (self._name, dev), self):
+                self.domain.blockJobAbort(
+                    dev, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
 
-        def finished():
-            with _errors('block job info', self):
-                return not self.domain.blockJobInfo(dev, 0)
-        host.wait_for(finished, timeout, what='the pivot of %s %s'
-                      % (self._name, dev))
+            def finished():
+                with _errors('block job info', self):
+                    return not self.domain.blockJobInfo(dev, 0)
+            waiting.wait_for(finished, timeout, interval=1.0, wake=changed,
+                             what='the pivot of %s %s' % (self._name, dev))
 
     def end_job(self, timeout=120):
         """Abort the domain's running job, if any (the memory save of a
@@ -231,8 +265,6 @@ class Guest:
         carries a job on without its caller and would otherwise finish the
         snapshot, overlays included, behind the back of whoever cleans up.
         """
-        from nova_live_snapshot import host
-
         def idle():
             with _errors('job info of %s' % self._name, self):
                 return self.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
@@ -244,7 +276,8 @@ class Guest:
         except libvirt.libvirtError as e:
             # It may have finished in between.
             LOG.info('Aborting the job of %s: %s', self._name, e)
-        host.wait_for(idle, timeout, what='the job of %s to end' % self._name)
+        waiting.wait_for(idle, timeout,
+                         what='the job of %s to end' % self._name)
 
     def save(self, path):
         """Save the memory to ``path`` and stop the domain (virDomainSave)."""
@@ -293,11 +326,10 @@ class Guest:
         return state == 'completed'
 
     def _wait_migration(self, what, timeout):
-        # Imported late: host imports this module.
-        from nova_live_snapshot import host
         try:
-            host.wait_for(lambda: self._migration_done(what), timeout,
-                          interval=0.01, what='%s of %s' % (what, self._name))
+            waiting.wait_for(lambda: self._migration_done(what), timeout,
+                             interval=0.01,
+                             what='%s of %s' % (what, self._name))
         except TimeoutError as e:
             raise exception.HypervisorError(
                 operation='%s of %s' % (what, self._name), reason=str(e))
@@ -373,7 +405,16 @@ class Guest:
             raise exception.GuestAgentError(
                 domain=self._name, reason='%s failed: %s'
                 % (execute, e.get_error_message())) from e
-        return json.loads(reply).get('return')
+        # The guest wrote this reply: it may be anything.
+        try:
+            data = json.loads(reply)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            raise exception.GuestAgentError(
+                domain=self._name, reason='%s: the agent answered with '
+                'something other than a JSON object' % execute)
+        return data.get('return')
 
     def agent_ping(self, timeout=2):
         """True when the guest agent answers."""

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 import uuid as uuidlib
 
 import libvirt
@@ -18,10 +17,16 @@ import libvirt_qemu
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import guest as guest_mod
+from nova_live_snapshot import virterror
+from nova_live_snapshot import waiting
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Host', 'translate_errors', 'PauseWindow']
+__all__ = ['Host', 'PauseWindow']
+
+translate_errors = virterror.translate_errors
+# Callers made before waiting.py existed find it here too.
+wait_for = waiting.wait_for
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -51,27 +56,12 @@ def _start_event_loop():
         _event_loop_started = True
 
 
-_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN}
-
-
 def _is_uuid(text):
     try:
         uuidlib.UUID(text)
     except ValueError:
         return False
     return len(text) == 36
-
-
-@contextlib.contextmanager
-def translate_errors(operation, domain=None):
-    """Map a ``libvirtError`` raised inside the block to a project error."""
-    try:
-        yield
-    except libvirt.libvirtError as e:
-        if domain is not None and e.get_error_code() in _NOT_FOUND:
-            raise exception.DomainNotFound(domain=domain) from e
-        raise exception.HypervisorError(operation=operation,
-                                        reason=e.get_error_message()) from e
 
 
 @dataclasses.dataclass
@@ -262,20 +252,3 @@ class Host:
             for cb in ids:
                 with contextlib.suppress(libvirt.libvirtError):
                     libvirt_qemu.qemuMonitorEventDeregister(conn, cb)
-
-
-def wait_for(predicate, timeout, interval=0.1, what='condition'):
-    """Poll ``predicate`` until it returns a true value or ``timeout`` passes.
-
-    :returns: the predicate's value.
-    :raises TimeoutError: naming ``what``.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError('timed out after %.0f s waiting for %s'
-                               % (timeout, what))
-        time.sleep(interval)

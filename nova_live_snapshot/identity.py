@@ -41,6 +41,7 @@ a command line.
 import concurrent.futures
 import dataclasses
 import enum
+import importlib.resources
 import io
 import logging
 import os
@@ -123,173 +124,36 @@ def not_reset(reason):
         'agent', Status.FAILED, reason),))
 
 
-# Guest-side scripts: POSIX sh, for busybox and full distributions alike.
-# Arguments arrive as $1, $2...; they are engine-generated (MACs, hex ids,
-# hostname labels), never taken from the image.
+# Guest-side scripts: POSIX sh files in guest_scripts/ (package data, checked
+# by shellcheck in tests/unit/test_guest_scripts.py), one a step or half
+# step; each file's header says what its arguments are.
 
-_MAC_SCRIPT = r'''
-ifc=
-for d in /sys/class/net/*; do
-    a=
-    read -r a < "$d/address" 2>/dev/null
-    [ "$a" = "$1" ] && ifc=${d##*/}
-done
-[ -n "$ifc" ] || exit 3
-ip link set dev "$ifc" address "$2" || exit 1
-read -r a < "/sys/class/net/$ifc/address"
-[ "$a" = "$2" ] || exit 1
-# The source's addresses must not be used with the new MAC, not even for
-# the moment between link up and the new lease: neighbours would map the
-# source's address to this clone.
-ip addr flush dev "$ifc" scope global
-echo "$ifc"
-'''
 
-# $1: the batch's private directory, with 64 random bytes to mix into the
-# pool ("mix") and 64 to credit ("credit").
-_RESEED_SCRIPT = r'''
-cat "$1/mix" > /dev/urandom || exit 1
-if [ -x /usr/sbin/nls-reseed ]; then
-    exec /usr/sbin/nls-reseed < "$1/credit"
-elif command -v python3 >/dev/null 2>&1; then
-    exec python3 -c '
-import fcntl, os, struct, sys
-seed = sys.stdin.buffer.read(512)
-fd = os.open("/dev/random", os.O_WRONLY)
-fcntl.ioctl(fd, 0x40085203, struct.pack("ii", len(seed) * 8, len(seed)) + seed)
-fcntl.ioctl(fd, 0x5207)
-print("credited %d bytes and reseeded the CRNG" % len(seed))' < "$1/credit"
-fi
-exit 3
-'''
+def guest_script(name):
+    """The body of ``guest_scripts/<name>.sh``, without its leading comment
+    block (documentation for readers, not for the guest).
 
-_HOSTNAME_SCRIPT = r'''
-old=$(hostname)
-hostname "$1" || exit 1
-[ -f /etc/hostname ] && echo "$1" > /etc/hostname
-if [ -n "$old" ] && [ -f /etc/hosts ] && grep -q "$old" /etc/hosts; then
-    sed -i "s/$old/$1/g" /etc/hosts
-fi
-# No hostnamectl: systemd-hostnamed (started on demand, 0.15 s under TCG)
-# would only write what is written above; journald and others follow the
-# kernel's hostname.
-echo "$old -> $(hostname)"
-'''
+    The scripts live in files so that a shell linter reads them; each is
+    run as a function body inside a batch (:class:`_Batch`).
+    """
+    text = importlib.resources.files(__package__).joinpath(
+        'guest_scripts', name + '.sh').read_text()
+    lines = text.splitlines(keepends=True)
+    while lines and (lines[0].startswith('#') or not lines[0].strip()):
+        lines.pop(0)
+    return '\n' + ''.join(lines)
 
-_SSH_TYPES_SCRIPT = r'''
-command -v ssh-keygen >/dev/null 2>&1 || exit 3
-[ -d /etc/ssh ] || exit 3
-for f in /etc/ssh/ssh_host_*_key; do
-    [ -f "$f" ] && t=${f#/etc/ssh/ssh_host_} && echo "${t%_key}"
-done
-true
-'''
 
-# Installs the keys staged in the batch's private directory $1: old keys go,
-# new keys take their place with sshd's modes, sshd restarts with them. With
-# no staged keys (no ssh-keygen on the host) the guest makes its own.
-_SSH_INSTALL_SCRIPT = r'''
-cd /etc/ssh || exit 1
-rm -f ssh_host_*key ssh_host_*key.pub
-set -- "$1"/ssh_host_*
-if [ -f "$1" ]; then
-    mv "$@" . || exit 1
-else
-    ssh-keygen -A >/dev/null || exit 1
-fi
-chmod 600 ssh_host_*key
-chmod 644 ssh_host_*key.pub
-if command -v systemctl >/dev/null 2>&1; then
-    systemctl try-restart ssh.service sshd.service >/dev/null 2>&1 || true
-fi
-# One ssh-keygen for every key (0.2 s each under TCG).
-cat ssh_host_*_key.pub | ssh-keygen -lf -
-'''
-
-_MACHINE_ID_SCRIPT = r'''
-[ -f /etc/machine-id ] || exit 3
-echo "$1" > /etc/machine-id || exit 1
-if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then
-    echo "$1" > /var/lib/dbus/machine-id
-fi
-cat /etc/machine-id
-'''
-
-# The clock, without qemu-ga's guest-set-time (which runs ``hwclock -w``, a
-# process that waits for the RTC's next second: about 1 s under TCG; the
-# RTC needs no setting, QEMU's follows the host's clock across a restore).
-# $1 is host time minus guest time in seconds ("+12.345678901"), measured
-# just before this script with guest-get-time; one ``date`` process moves
-# the clock by it. GNU date parses that; where date does not, the engine
-# falls back to guest-set-time.
-_CLOCK_SCRIPT = r'''
-date -u -s "$1 seconds" >/dev/null 2>&1 || exit 3
-echo "moved by $1 s"
-'''
-
-# While the link is still down: stop (or restart) the DHCP client that holds
-# the source's lease, and name it. A client that saw the link come up with
-# the source's identity would ask for the source's lease (same client
-# identifier, hostname, address) before anything could replace it, and one
-# stopped with a release would free the source's lease: neither must reach
-# the network, and with no carrier nothing does.
-_DHCP_STOP_SCRIPT = r'''
-ifc=$1
-if command -v networkctl >/dev/null 2>&1 && \
-        networkctl status "$ifc" 2>/dev/null | grep -q 'Network File: /'; then
-    # networkd's DHCP client identifier derives from the machine-id, which
-    # it read at start: restarted now, it asks with the new one once the
-    # carrier appears.
-    systemctl restart systemd-networkd.service || exit 1
-    echo networkd
-elif command -v dhclient >/dev/null 2>&1; then
-    dhclient -x "$ifc" >/dev/null 2>&1
-    echo dhclient
-elif pid=$(pidof udhcpc); then
-    # A fresh client asks for a lease with the new MAC; signalling the old
-    # one (release, renew) raced with its own state machine.
-    kill $pid
-    echo udhcpc
-else
-    exit 3
-fi
-'''
-
-# Link up (the host has set the carrier): $2, the client named above, asks
-# for a lease with the new identity; waits for the address.
-_DHCP_SCRIPT = r'''
-ifc=$1
-ip link set dev "$ifc" up
-read t0 _ < /proc/uptime
-case $2 in
-    dhclient) dhclient -1 "$ifc" || exit 1 ;;
-    udhcpc) udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script \
-        >/dev/null 2>&1 || exit 1 ;;
-esac
-i=0
-while [ $i -lt 300 ]; do
-    addr=$(ip -o -4 addr show dev "$ifc" | awk '{print $4}' | head -n 1)
-    if [ -n "$addr" ]; then
-        read t1 _ < /proc/uptime
-        echo "$addr"
-        echo "waited $t0 $t1"
-        exit 0
-    fi
-    i=$((i + 1)); sleep 0.1
-done
-exit 1
-'''
-
-_HOOKS_SCRIPT = r'''
-[ -d "$3" ] || exit 3
-ran=
-for f in "$3"/*; do
-    [ -f "$f" ] && [ -x "$f" ] || continue
-    "$f" "$1" "$2" || { echo "$f exited $?"; exit 1; }
-    ran="$ran ${f##*/}"
-done
-echo "ran:${ran:- none}"
-'''
+_MAC_SCRIPT = guest_script('mac')
+_RESEED_SCRIPT = guest_script('reseed')
+_HOSTNAME_SCRIPT = guest_script('hostname')
+_SSH_TYPES_SCRIPT = guest_script('ssh-key-types')
+_SSH_INSTALL_SCRIPT = guest_script('ssh-install-keys')
+_MACHINE_ID_SCRIPT = guest_script('machine-id')
+_CLOCK_SCRIPT = guest_script('clock')
+_DHCP_STOP_SCRIPT = guest_script('dhcp-stop')
+_DHCP_SCRIPT = guest_script('dhcp')
+_HOOKS_SCRIPT = guest_script('hooks')
 
 
 def _host_keys(types, hostname):

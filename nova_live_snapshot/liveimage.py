@@ -4,6 +4,8 @@ On-disk layout (format version 1), one directory per image::
 
     <image_dir>/<name>/          mode 0700
         manifest.json            mode 0600, written last
+        manifest.sig             mode 0600, HMAC of manifest.json under the
+                                 host key (nova_live_snapshot.hostkey)
         memory.save              the libvirt save image (domain XML + QEMU stream)
         disk.qcow2               the frozen disk, flattened, no backing file
 
@@ -12,13 +14,16 @@ into place only after every file and the manifest are fsync'ed, so a crash or
 a full disk leaves at most a ``.partial-*`` directory, which is never listed as
 an image and is removed by :meth:`ImageStore.remove_stale_partials`.
 
-Everything read back from an image is untrusted: :meth:`ImageStore.verify`
-checks the manifest against a strict schema, the files' sizes, the save-image
-container, the embedded domain facts against the manifest, that the disk has
-no backing or external data file, and every SHA-256, before a clone may use
-the image.
+Everything read back from an image is untrusted: :meth:`ImageStore.get`
+checks the manifest's signature (this host's key) before parsing it against
+a strict schema; :meth:`ImageStore.verify` then checks the files' sizes and
+every SHA-256 before any other byte of the image is parsed (the save-image
+container, the embedded domain facts against the manifest, and, with
+``qemu-img`` under resource limits, that the disk has no backing or external
+data file), before a clone may use the image.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -36,6 +41,7 @@ import jsonschema
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import hostkey
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import saveimage
 
@@ -45,24 +51,32 @@ __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
+SIGNATURE = 'manifest.sig'
 MEMORY = 'memory.save'
 DISK = 'disk.qcow2'
 PARTIAL_PREFIX = '.partial-'
-NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
+# What a published image directory holds, and nothing else.
+IMAGE_FILES = frozenset({MANIFEST, SIGNATURE, MEMORY, DISK})
+# \Z, not $: "$" also matches before a final newline.
+NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z'
 _CHUNK = 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024
+# Bounds a record may claim: beyond them it is refused, not believed.
+MAX_MEMORY_MIB = 4 * 1024 * 1024          # 4 TiB
+MAX_FILE_BYTES = 1 << 50
 
-_HEX64 = {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}
+_HEX64 = {'type': 'string', 'pattern': '^[0-9a-f]{64}\\Z'}
 _FILE = {
     'type': 'object',
     'properties': {
         'name': {'type': 'string'},
-        'size': {'type': 'integer', 'minimum': 1},
+        'size': {'type': 'integer', 'minimum': 1, 'maximum': MAX_FILE_BYTES},
         'sha256': _HEX64,
     },
     'required': ['name', 'size', 'sha256'],
     'additionalProperties': False,
 }
-_NUM = {'type': 'number', 'minimum': 0}
+_NUM = {'type': 'number', 'minimum': 0, 'maximum': 1e9}
 MANIFEST_SCHEMA = {
     'type': 'object',
     'properties': {
@@ -76,7 +90,8 @@ MANIFEST_SCHEMA = {
                 'name': {'type': 'string', 'maxLength': 255},
                 'uuid': {'type': 'string', 'maxLength': 36},
                 'vcpus': {'type': 'integer', 'minimum': 1, 'maximum': 1024},
-                'memory_mib': {'type': 'integer', 'minimum': 1},
+                'memory_mib': {'type': 'integer', 'minimum': 1,
+                               'maximum': MAX_MEMORY_MIB},
                 'machine': {'type': 'string', 'maxLength': 64},
                 'arch': {'type': 'string', 'maxLength': 32},
                 'cpu_model': {'type': ['string', 'null'], 'maxLength': 64},
@@ -89,10 +104,10 @@ MANIFEST_SCHEMA = {
             'type': 'object',
             'properties': {
                 'hostname': {'type': 'string', 'maxLength': 255},
-                'libvirt_version': {'type': 'string',
-                                    'pattern': r'^\d+\.\d+\.\d+$'},
-                'qemu_version': {'type': 'string',
-                                 'pattern': r'^\d+\.\d+\.\d+$'},
+                'libvirt_version': {'type': 'string', 'pattern':
+                                    r'^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}\Z'},
+                'qemu_version': {'type': 'string', 'pattern':
+                                 r'^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}\Z'},
             },
             'required': ['hostname', 'libvirt_version', 'qemu_version'],
             'additionalProperties': False,
@@ -101,7 +116,8 @@ MANIFEST_SCHEMA = {
             'type': 'object',
             'properties': {
                 'mode': {'enum': ['live', 'save']},
-                'pause_ms': {'type': ['number', 'null'], 'minimum': 0},
+                'pause_ms': {'type': ['number', 'null'], 'minimum': 0,
+                             'maximum': 1e9},
                 'memory_staged': {'type': 'boolean'},
                 'duration_s': _NUM,
             },
@@ -116,7 +132,8 @@ MANIFEST_SCHEMA = {
                 'disk': dict(_FILE, properties=dict(
                     _FILE['properties'], name={'const': DISK},
                     format={'const': 'qcow2'},
-                    virtual_size={'type': 'integer', 'minimum': 1}),
+                    virtual_size={'type': 'integer', 'minimum': 1,
+                                  'maximum': MAX_FILE_BYTES}),
                     required=_FILE['required'] + ['format', 'virtual_size']),
             },
             'required': ['memory', 'disk'],
@@ -164,6 +181,46 @@ def file_digest(path, algorithm, dest=None):
     return digest.hexdigest(), size
 
 
+def _reject_constant(name):
+    raise ValueError('%s is not a JSON number' % name)
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            # Two parsers could read two different records from one file.
+            raise ValueError('key %r appears twice' % key)
+        seen[key] = value
+    return seen
+
+
+def strict_json(text, what):
+    """Parse untrusted JSON ``text`` (str or bytes): no NaN or Infinity, no
+    duplicate keys, no nesting deep enough to exhaust the parser.
+
+    :raises ValueError: naming ``what`` and the problem.
+    """
+    try:
+        if isinstance(text, bytes):
+            text = text.decode('utf-8')
+        return json.loads(text, parse_constant=_reject_constant,
+                          object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError as e:
+        raise ValueError('%s is not UTF-8: %s' % (what, e)) from None
+    except RecursionError:
+        raise ValueError('%s is nested too deeply' % what) from None
+    except ValueError as e:
+        raise ValueError('%s is not JSON: %s' % (what, e)) from None
+
+
+# JSON integers only: jsonschema's "integer" also takes 2.0.
+_STRICT_TYPES = jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
+    'integer', lambda _checker, value: type(value) is int)
+_Validator = jsonschema.validators.extend(jsonschema.Draft7Validator,
+                                          type_checker=_STRICT_TYPES)
+
+
 def _key(name):
     return property(lambda self: self.data[name],
                     doc='``%s`` of the manifest' % name)
@@ -178,13 +235,13 @@ class Manifest:
     @classmethod
     def from_json(cls, text, origin):
         try:
-            data = json.loads(text)
+            data = strict_json(text, 'manifest.json')
         except ValueError as e:
-            raise exception.InvalidLiveImage(
-                image=origin, reason='manifest.json is not JSON: %s' % e)
-        validator = jsonschema.Draft7Validator(
-            MANIFEST_SCHEMA, format_checker=jsonschema.FormatChecker())
-        errors = sorted(validator.iter_errors(data), key=lambda e: e.path)
+            raise exception.InvalidLiveImage(image=origin, reason=str(e))
+        validator = _Validator(MANIFEST_SCHEMA,
+                               format_checker=jsonschema.FormatChecker())
+        errors = sorted(validator.iter_errors(data),
+                        key=lambda e: [str(p) for p in e.absolute_path])
         if errors:
             where = '/'.join(str(p) for p in errors[0].absolute_path)
             raise exception.InvalidLiveImage(
@@ -235,6 +292,15 @@ class LiveImage(_ImageFiles):
         return self.manifest.source['memory_mib']
 
     @property
+    def template_key(self):
+        """What this host's lazy template of the image is found by: the
+        SHA-256 of its memory image, which :meth:`ImageStore.verify`
+        checked, never the id or name an image claims for itself (two images
+        claiming one id would share a template: a clone of one would resume
+        the other's memory)."""
+        return self.manifest.files['memory']['sha256']
+
+    @property
     def vcpus(self):
         return self.manifest.source['vcpus']
 
@@ -268,6 +334,32 @@ def build_manifest(*, image_id, name, source, host_info, capture, memory,
         'files': {'memory': memory, 'disk': disk},
     }
     return Manifest.from_json(json.dumps(data), name)
+
+
+def _read_small(path, limit, invalid):
+    """The bytes of regular file ``path`` (not a link), at most ``limit``.
+
+    :raises: ``invalid(reason)``
+    """
+    name = os.path.basename(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise invalid('%s cannot be opened: %s' % (name, e.strerror)) \
+            from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise invalid('%s is not a regular file of at most %d bytes'
+                          % (name, limit))
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise invalid('%s cannot be read: %s' % (name, e.strerror)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise invalid('%s is over %d bytes' % (name, limit))
+    return data
 
 
 def _fsync_dir(path):
@@ -337,19 +429,17 @@ class ImageWriter(_ImageFiles):
             fpath = os.path.join(self.path, fname)
             os.chmod(fpath, 0o600)
             if fname == DISK:
-                self.store.share_with_qemu(fpath, 0o640)
+                # Read-only to everyone, QEMU included; clones name it in
+                # their XML so that libvirt never relabels it
+                # (domainxml.add_backing_store).
+                self.store.share_read_only(fpath)
             fd = os.open(fpath, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
         os.unlink(os.path.join(self.path, 'writer.pid'))
-        mpath = os.path.join(self.path, MANIFEST)
-        with os.fdopen(os.open(mpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o600), 'w') as f:
-            f.write(manifest.to_json())
-            f.flush()
-            os.fsync(f.fileno())
+        self.store.write_manifest(self.path, manifest.to_json().encode())
         self.store.share_with_qemu(self.path, 0o750)
         _fsync_dir(self.path)
         final = self.store.image_path(self.name)
@@ -370,13 +460,17 @@ class ImageWriter(_ImageFiles):
 class ImageStore:
     """The live images of this host, in one directory."""
 
-    def __init__(self, root, qemu_group=None):
+    def __init__(self, root, qemu_group=None, key_file=None):
         """:param qemu_group: the group libvirt runs QEMU in; it is given
             read access to frozen disks (clones open them as backing files)
             and to nothing else. None when QEMU runs as root.
+        :param key_file: the host key (:mod:`hostkey`); by default
+            ``host.key`` next to ``root``, outside the store.
         """
         self.root = root
         self.qemu_group = qemu_group
+        self.key_file = key_file or os.path.join(
+            os.path.dirname(os.path.abspath(root)), 'host.key')
         os.makedirs(root, mode=0o700, exist_ok=True)
         # QEMU must traverse into an image directory to open a frozen disk;
         # it cannot list the store.
@@ -400,6 +494,30 @@ class ImageStore:
             return
         os.chown(path, -1, self.qemu_gid)
         os.chmod(path, mode)
+
+    def write_manifest(self, path, data):
+        """Write manifest bytes ``data`` and their signature into image
+        directory ``path`` (fsync'ed, mode 0600); the host key is made if
+        the host has none."""
+        signature = hostkey.sign_manifest(
+            hostkey.load_or_create(self.key_file), data)
+        for name, content in ((MANIFEST, data),
+                              (SIGNATURE, signature.encode('ascii'))):
+            fpath = os.path.join(path, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fpath)
+            with os.fdopen(os.open(fpath, os.O_WRONLY | os.O_CREAT
+                                   | os.O_EXCL, 0o600), 'wb') as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def share_read_only(self, path):
+        """Let QEMU read ``path`` and nobody but root write it: owned by
+        root, mode 0440 with the QEMU group (0400 when QEMU runs as root).
+        Nothing QEMU may write is ever shared between domains."""
+        os.chown(path, 0, self.qemu_gid if self.qemu_gid is not None else 0)
+        os.chmod(path, 0o440 if self.qemu_gid is not None else 0o400)
 
     def image_path(self, name):
         self.check_name(name)
@@ -427,37 +545,77 @@ class ImageStore:
         :raises ImageNotFound:, :raises InvalidLiveImage:
         """
         path = self.image_path(name)
-        mpath = os.path.join(path, MANIFEST)
         try:
-            st = os.lstat(mpath)
+            st = os.lstat(path)
         except FileNotFoundError:
             raise exception.ImageNotFound(image=name, store=self.root) from None
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 1024 * 1024:
-            raise exception.InvalidLiveImage(
-                image=name, reason='manifest.json is not a small regular file')
-        with open(mpath) as f:
-            manifest = Manifest.from_json(f.read(), name)
+
+        def invalid(reason):
+            return exception.InvalidLiveImage(image=name, reason=reason)
+
+        if stat.S_ISLNK(st.st_mode):
+            raise invalid('its directory is a symbolic link')
+        if not stat.S_ISDIR(st.st_mode):
+            raise invalid('it is not a directory')
+        try:
+            entries = set(os.listdir(path))
+        except OSError as e:
+            raise invalid('its directory cannot be read: %s' % e.strerror) \
+                from None
+        if MANIFEST not in entries:
+            raise invalid('it has no manifest.json')
+        unexpected = sorted(entries - IMAGE_FILES)
+        if unexpected:
+            raise invalid('its directory holds unexpected entries %s'
+                          % ', '.join(repr(e)[:80] for e in unexpected[:5]))
+        data = _read_small(os.path.join(path, MANIFEST), MAX_MANIFEST_BYTES,
+                           invalid)
+        signature = None
+        if SIGNATURE in entries:
+            signature = _read_small(os.path.join(path, SIGNATURE), 256,
+                                    invalid).decode('ascii', 'replace')
+        # Authenticated before a byte of it is parsed.
+        hostkey.verify_manifest(hostkey.load(self.key_file), data, signature,
+                                name)
+        manifest = Manifest.from_json(data, name)
         if manifest.name != name:
             raise exception.InvalidLiveImage(
                 image=name, reason='the manifest names the image %r'
                 % manifest.name)
         return LiveImage(path=path, manifest=manifest)
 
-    def list(self):
-        images = []
+    def scan(self):
+        """Every entry of the store: ``(images, problems)``, where
+        ``problems`` is a list of ``(entry, reason)`` for the entries that
+        are not valid images. One bad entry never hides another image."""
+        images, problems = [], []
         for entry in sorted(os.listdir(self.root)):
             if entry.startswith('.'):
                 continue
             try:
                 images.append(self.get(entry))
-            except exception.LiveSnapshotError:
-                continue
-        return images
+            except exception.InvalidLiveImage as e:
+                problems.append((entry, e.kwargs.get('reason', str(e))))
+            except exception.LiveSnapshotError as e:    # not a valid name
+                problems.append((entry, str(e)))
+        return images, problems
+
+    def list(self):
+        """The valid images (see :meth:`scan` for the others)."""
+        return self.scan()[0]
 
     def delete(self, name):
+        """Remove image ``name``, however damaged: a symbolic link is
+        removed, not followed; a stray file is removed."""
         path = self.image_path(name)
-        if not os.path.isdir(path):
-            raise exception.ImageNotFound(image=name, store=self.root)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise exception.ImageNotFound(image=name, store=self.root) from None
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            _fsync_dir(self.root)
+            return
         # Unpublish first (atomic), then remove the files.
         doomed = os.path.join(self.root, '%s%s-deleting-%s' % (
             PARTIAL_PREFIX, name, uuidlib.uuid4().hex[:8]))
@@ -518,12 +676,21 @@ class ImageStore:
                                  ' (truncated)' if st.st_size < entry['size']
                                  else ''))
 
+        # The bytes must be the signed ones before any parser sees them.
+        for key in ('memory', 'disk'):
+            entry = files[key]
+            actual, _ = sha256_file(os.path.join(image.path, entry['name']))
+            if actual != entry['sha256']:
+                raise exception.ChecksumMismatch(
+                    image=name, file=entry['name'], actual=actual,
+                    expected=entry['sha256'])
+
         src = image.manifest.source
         save, facts = read_memory(image.memory_path, name, src['memory_mib'],
                                   src['vcpus'], src['machine'])
 
         try:
-            info = qemuimg.info(image.disk_path)
+            info = qemuimg.info_untrusted(image.disk_path, 'qcow2')
         except exception.LiveSnapshotError as e:
             raise invalid('the frozen disk is unreadable: %s' % e) from None
         if info.get('format') != 'qcow2':
@@ -541,12 +708,4 @@ class ImageStore:
             raise invalid('the frozen disk is %s bytes virtual, the manifest '
                           'says %s' % (info.get('virtual-size'),
                                        files['disk']['virtual_size']))
-
-        for key in ('memory', 'disk'):
-            entry = files[key]
-            actual, _ = sha256_file(os.path.join(image.path, entry['name']))
-            if actual != entry['sha256']:
-                raise exception.ChecksumMismatch(
-                    image=name, file=entry['name'], actual=actual,
-                    expected=entry['sha256'])
         return VerifiedImage(image=image, save=save, domain=facts)

@@ -64,9 +64,13 @@ def verify(key, record, signature, image):
     :raises NotConfigured: this host has no usable key.
     """
     expected = sign(key, record)
-    if not signature:
-        raise exception.UntrustedImage(image=image,
-                                       reason='it carries no signature')
+    if not isinstance(signature, str) or not signature:
+        # Glance properties are strings, but an image's JSON may say
+        # anything: a list or a number is no signature.
+        raise exception.UntrustedImage(
+            image=image, reason='it carries no signature'
+            if not signature else 'its signature is a %s, not a string'
+            % type(signature).__name__)
     if not signature.startswith(SCHEME + ':'):
         raise exception.UntrustedImage(
             image=image, reason='its signature is not of scheme %s' % SCHEME)

@@ -25,9 +25,18 @@ the image's checksums were verified):
 A build that fails leaves nothing: the domain is destroyed and the partial
 directory removed; one whose process died is removed by
 :meth:`TemplateStore.collect`. A template is never written after it is
-published: QEMU 7.2 maps a read-only file read-only, so clones open it
-read-write, but map it privately, and only the engine touches the
-directory.
+published, and no QEMU may write it: once built its files are root's. On
+QEMU 8.2 and later the RAM file is mode 0440 and clones open it read-only
+and map it privately (``readonly=on,rom=off``). QEMU before 8.2 maps a
+read-only file read-only, so its clones would need the file writable by
+the QEMU group: lazy mode is refused there unless the operator accepted
+that risk (``[live_snapshot] lazy_writable_templates``). The device state is
+opened by the engine and handed to QEMU as a descriptor; QEMU never opens
+it by name.
+
+Templates are keyed by what was verified, never by a name an image chooses:
+the SHA-256 of the memory image (engine images), or the signed record's
+memory image and its hash (Nova), with the clones' device signature.
 
 Reference counting is derived from the host, not kept in memory: a
 template's users are the running domains whose live XML maps its RAM file
@@ -127,6 +136,11 @@ class Template:
     @property
     def image_id(self):
         return self.record['image_id']
+
+    @property
+    def ram_readonly(self):
+        """Whether clones open the RAM file read-only (QEMU 8.2+)."""
+        return bool(self.record.get('ram_readonly'))
 
     def tmpfs_bytes(self):
         """Memory the template holds on tmpfs now (allocated blocks of its
@@ -250,7 +264,8 @@ class _StreamFeeder(threading.Thread):
 class TemplateStore:
     """The templates of this host, one directory each under ``root``."""
 
-    def __init__(self, root, host, images, timeout=120, network=None):
+    def __init__(self, root, host, images, timeout=120, network=None,
+                 allow_writable=False):
         """:param images: the host's
             :class:`nova_live_snapshot.liveimage.ImageStore` (for the QEMU
             group that must reach the RAM files).
@@ -259,12 +274,26 @@ class TemplateStore:
             of backend as its clones': virtio-net saves whether its backend
             offers vnet headers (a tap does, user-mode does not) and QEMU
             refuses the state on a backend that differs.
+        :param allow_writable: on QEMU before 8.2, build and use templates
+            although clones must open the RAM file read-write
+            (``[live_snapshot] lazy_writable_templates``).
         """
         self.root = root
         self.host = host
         self.images = images
         self.timeout = timeout
         self.network = network
+        self.allow_writable = allow_writable
+
+    def ram_readonly(self):
+        """Whether this host's QEMU maps a read-only file privately and
+        writable (``rom=off``, QEMU 8.2)."""
+        return clone.version_tuple(self.host.qemu_version()) >= (8, 2, 0)
+
+    def _check_safe(self, source):
+        if not self.allow_writable and not self.ram_readonly():
+            raise exception.TemplateUnsafe(image=source.name,
+                                           qemu=self.host.qemu_version())
 
     # Directory ---------------------------------------------------------------
 
@@ -357,6 +386,7 @@ class TemplateStore:
                 name='nls-template-%s-%s' % (image.id[:8],
                                              uuidlib.uuid4().hex[:6]),
                 disk_path=os.path.join(partial, 'disk.qcow2'),
+                backing_path=image.disk_path,
                 console_log=os.path.join(partial, 'console.log'),
                 memory_mib=image.memory_mib, vcpus=image.vcpus,
                 machine=image.machine, genid=template_genid(verified.domain),
@@ -364,7 +394,8 @@ class TemplateStore:
                 network=self.network, link_up=False, ram_file=ram,
                 ram_shared=True)
             return clone.prepare_domain(verified, spec, 'template XML')
-        return Source(key=image.id, image_id=image.id, name=image.name,
+        return Source(key=image.template_key, image_id=image.template_key,
+                      name=image.name,
                       memory_path=image.memory_path, save=verified.save,
                       memory_mib=image.memory_mib, backend=self.network,
                       render=render)
@@ -374,6 +405,7 @@ class TemplateStore:
 
         :raises TemplateNoRoom:, TemplateDirUnsuitable:, TemplateBuildFailed:
         """
+        self._check_safe(source)
         existing = self.get(source.key)
         if existing is None:
             self._prepare_root()
@@ -477,6 +509,7 @@ class TemplateStore:
             'ram_block': domainxml.LAZY_RAM_ID,
             'network': source.backend,
             'memory_sha256': sparsify_and_hash(os.path.join(partial, RAM)),
+            'ram_readonly': self._lock_down(partial),
             'state_bytes': os.path.getsize(os.path.join(partial, STATE)),
             'built_at': datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec='milliseconds'),
@@ -492,6 +525,22 @@ class TemplateStore:
                  source.name, record['build_s'],
                  Template(final, record).tmpfs_bytes() >> 20)
         return Template(path=final, record=record)
+
+    def _lock_down(self, partial):
+        """Take the built files out of QEMU's reach: root's, the state
+        0600 (handed over as a descriptor), the RAM 0440 with the QEMU
+        group, or 0660 where clones must open it read-write (QEMU < 8.2,
+        allowed by the operator). Returns whether clones map it read-only."""
+        readonly = self.ram_readonly()
+        ram = os.path.join(partial, RAM)
+        gid = self.images.qemu_gid if self.images.qemu_gid is not None else 0
+        os.chown(ram, 0, gid)
+        mode = 0o440 if readonly else 0o660
+        os.chmod(ram, mode if self.images.qemu_gid is not None
+                 else mode & 0o700)
+        os.chown(os.path.join(partial, STATE), 0, 0)
+        os.chmod(os.path.join(partial, STATE), 0o600)
+        return readonly
 
     def _abandon(self, guest, partial):
         if guest is not None:

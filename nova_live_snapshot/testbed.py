@@ -16,8 +16,8 @@ import shutil
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import waiting
 
 __all__ = ['TestGuest', 'WorkloadState', 'read_identity', 'read_workload',
            'wait_ready', 'wait_counter']
@@ -50,9 +50,9 @@ def wait_counter(guest, at_least, timeout=30):
     def reached():
         state = read_workload(guest)
         return state if state.counter >= at_least else None
-    return host_mod.wait_for(reached, timeout,
-                             what='the workload counter of %s to reach %d'
-                             % (guest.name, at_least))
+    return waiting.wait_for(reached, timeout,
+                            what='the workload counter of %s to reach %d'
+                            % (guest.name, at_least))
 
 
 def wait_ready(guest, timeout=120):
@@ -64,8 +64,8 @@ def wait_ready(guest, timeout=120):
             return read_workload(guest, READY_FILE)
         except (exception.GuestAgentError, ValueError):
             return None
-    return host_mod.wait_for(ready, timeout,
-                             what='workload of %s to be ready' % guest.name)
+    return waiting.wait_for(ready, timeout,
+                            what='workload of %s to be ready' % guest.name)
 
 
 # What makes a Debian guest itself, as the re-identification tests compare
@@ -126,6 +126,9 @@ class TestGuest:
         return domainxml.DomainSpec(
             name=name,
             disk_path=os.path.join(path, 'disk.qcow2'),
+            # The guest cache is shared by every source: libvirt must not
+            # hand it to the QEMU user (it would keep it).
+            backing_path=self.disk,
             console_log=os.path.join(path, 'console.log'),
             memory_mib=memory_mib or int(self.meta.get('memory_mib', 128)),
             vcpus=int(self.meta.get('vcpus', 1)),
@@ -150,3 +153,42 @@ class TestGuest:
         if guest is not None:
             guest.remove()
         shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)
+
+
+QEMU_USER = 'libvirt-qemu'
+# Run as the QEMU user by qemu_user_can_write: for each path, whether it can
+# be opened for writing, or have its mode changed (which an owner can).
+_PROBE = r'''
+import json, os, sys
+out = {}
+for path in sys.argv[1:]:
+    verdict = []
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+        verdict.append('open for writing')
+    except OSError:
+        pass
+    try:
+        os.chmod(path, os.stat(path).st_mode & 0o7777)
+        verdict.append('chmod')
+    except OSError:
+        pass
+    out[path] = verdict
+print(json.dumps(out))
+'''
+
+
+def qemu_user_can_write(*paths):
+    """{path: [what the QEMU user could do to it]} for those of ``paths`` it
+    could change, asked as that user with its supplementary groups (with the
+    system Python: the caller's may live where that user cannot go)."""
+    import grp
+    import pwd
+    import subprocess
+    user = pwd.getpwnam(QEMU_USER)
+    groups = [g.gr_gid for g in grp.getgrall() if QEMU_USER in g.gr_mem]
+    proc = subprocess.run(
+        ['/usr/bin/python3', '-I', '-c', _PROBE] + list(paths),
+        user=user.pw_uid, group=user.pw_gid, extra_groups=groups,
+        capture_output=True, text=True, check=True, cwd='/')
+    return {p: v for p, v in json.loads(proc.stdout).items() if v}

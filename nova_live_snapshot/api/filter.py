@@ -39,17 +39,17 @@ from nova_live_snapshot.api import schemas
 from nova_live_snapshot.compute import rpcapi
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import policies
-from nova_live_snapshot.virt import images
+from nova_live_snapshot import protocol
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ['ACTION', 'INSTANCE_ACTION', 'LiveImageFilter', 'filter_factory']
 
-ACTION = 'createLiveImage'
+ACTION = protocol.ACTION
 # The instance action users see in ``openstack server event list``.
 INSTANCE_ACTION = 'createLiveImage'
 # With or without the project id in the URL (Nova accepts both).
-_PATH = re.compile(r'^(?:/[0-9a-zA-Z_-]+)?/servers/(?P<server>[^/]+)/action/?$')
+_PATH = re.compile(r'^(?:/[0-9a-zA-Z_-]+)?/servers/(?P<server>[^/]+)/action/?\Z')
 
 
 def _fault(exc_class, message):
@@ -158,7 +158,7 @@ class LiveImageFilter:
             return (webob.exc.HTTPConflict,
                     'The compute host of server %s does not run the live '
                     'snapshot driver (its resource provider lacks trait %s).'
-                    % (instance.uuid, images.TRAIT))
+                    % (instance.uuid, protocol.TRAIT))
         return None
 
     @staticmethod
@@ -172,10 +172,10 @@ class LiveImageFilter:
         # image gets a record of its own once captured, never its parent's.
         meta['properties'] = {
             k: v for k, v in meta.get('properties', {}).items()
-            if not (k.startswith(images.PREFIX) or k.startswith('trait:'))}
+            if not k.startswith(protocol.RESERVED_PREFIXES)}
         # Marks the image as a live image while it is still being captured
         # (the CLI lists it); the compute host adds the signed record.
-        meta['properties'][images.PREFIX + 'format'] = images.FORMAT
+        meta['properties'][protocol.FORMAT_PROPERTY] = protocol.FORMAT
         meta.pop('disk_format', None)
         meta.pop('container_format', None)
         image = image_api.create(context, meta)
@@ -200,7 +200,7 @@ def _host_has_trait(context, instance):
         context, instance.host, instance.node)
     traits = report.report_client_singleton().get_provider_traits(
         context, node.uuid)
-    return images.TRAIT in traits.traits
+    return protocol.TRAIT in traits.traits
 
 
 def filter_factory(global_conf, **local_conf):

@@ -74,6 +74,7 @@ def _qemu_start(bench, image, memory_mib):
     qemuimg.create_overlay(image.disk_path, disk)
     spec = domainxml.DomainSpec(
         name=bench.name('floor'), disk_path=disk,
+        backing_path=image.disk_path,
         console_log=os.path.join(work, 'floor.log'), memory_mib=memory_mib,
         machine=image.machine)
     started = time.monotonic()
@@ -101,6 +102,9 @@ def measure(bench, sizes, count, reps):
         '/')), 'nls-bench-templates-%s' % bench.tag)
     lazy_engine = engine_mod.Engine(conf_mod.new(
         restore_mode='lazy', lazy_fallback_to_eager=False,
+        # Measuring on Debian 12's QEMU 7.2, where clones must open the
+        # template read-write: the bench's clones are all ours.
+        lazy_writable_templates=True,
         template_dir=template_dir,
         **{name: getattr(conf, name) for name in (
             'image_dir', 'clone_dir', 'staging_dir', 'clone_network',
@@ -139,8 +143,8 @@ def measure(bench, sizes, count, reps):
                     restore_s.append(clone.restore_s)
                     eng.destroy(clone.name)
                 clones = eng.spawn(image.name, count=count, exact_copy=True)
-                template = (eng.templates.get(image.id) if mode == 'lazy'
-                            else None)
+                template = (eng.templates.get(image.template_key)
+                            if mode == 'lazy' else None)
                 own = [own_kib(bench.host.lookup(c.name).qemu_pid(),
                                template.memory_path if template else None)
                        for c in clones]

@@ -18,9 +18,9 @@ from nova_live_snapshot.bench import workload
 from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
+from nova_live_snapshot import waiting
 from nova_live_snapshot.bench import apps as apps_mod
 from nova_live_snapshot.bench import lazy as lazy_mod
 
@@ -325,8 +325,8 @@ class Bench:
         debian = self.debian(guest_dir)
 
         def booted(guest, started):
-            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
-                                     what='a DHCP lease for %s' % guest.name)
+            addr = waiting.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                    what='a DHCP lease for %s' % guest.name)
             return workload.wait_banner(netns, addr, 22, 'SSH-',
                                         started + 300)
 
@@ -357,13 +357,13 @@ class Bench:
         agent_s, cold = [], []
 
         def booted(guest, started):
-            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 300,
-                              interval=0.2, what='the agent of %s'
-                              % guest.name)
+            waiting.wait_for(lambda: guest.agent_ping(timeout=2), 300,
+                             interval=0.2, what='the agent of %s'
+                             % guest.name)
             agent_s.append(time.monotonic() - started)
             workload.start_warm(guest, cpu_s)
-            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
-                                     what='a DHCP lease for %s' % guest.name)
+            addr = waiting.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                    what='a DHCP lease for %s' % guest.name)
             cold.append(workload.parse_warm(workload.wait_banner(
                 netns, addr, workload.WARM_PORT,
                 workload.warm_prefix(guest.name),
@@ -426,13 +426,13 @@ class Bench:
 
         def booted(guest, started):
             wall0 = time.time() - (time.monotonic() - started)
-            host_mod.wait_for(lambda: guest.agent_ping(timeout=2), 600,
-                              interval=0.2, what='the agent of %s'
-                              % guest.name)
+            waiting.wait_for(lambda: guest.agent_ping(timeout=2), 600,
+                             interval=0.2, what='the agent of %s'
+                             % guest.name)
             agent_at = time.time()
             app.start(guest)
-            addr = host_mod.wait_for(guest.leased_ipv4, 300, interval=0.2,
-                                     what='a DHCP lease for %s' % guest.name)
+            addr = waiting.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                    what='a DHCP lease for %s' % guest.name)
             deadline = time.monotonic() + 600 + warm_max_s
             if not ref:
                 series = app.drive(netns, addr, guest.name, warmed,

@@ -191,10 +191,12 @@ def run(argv):
         _emit([c.to_dict() for c in eng.spawn(args.image, args.count,
                                               args.prefix)])
     elif args.command == 'list':
+        images, problems = eng.images.scan()
         _emit({'images': [{'name': i.name, 'id': i.id,
                            'created_at': i.manifest.data['created_at'],
                            'memory_mib': i.memory_mib}
-                          for i in eng.images.list()],
+                          for i in images],
+               'invalid': [{'name': n, 'reason': r} for n, r in problems],
                'clones': [c.to_dict() for c in eng.clones.list()]})
     elif args.command == 'show':
         _emit(eng.images.get(args.image).manifest.data)

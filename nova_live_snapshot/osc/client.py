@@ -11,16 +11,20 @@ enabled`` is set:
 * A live image is the Glance image of the frozen disk. Its ``live_snapshot_*``
   properties describe the capture and name a second, hidden Glance image
   (``live_snapshot_role=memory``, pointing back in
-  ``live_snapshot_disk_image``) holding the memory state. The disk image is
-  ``queued``/``saving`` while the capture runs; the compute service uploads
-  the disk (the image turns ``active``), then writes and signs the record
-  (``live_snapshot_signature`` last), and deletes the image if any step
-  fails. So a capture is complete only once the image is ``active`` *and*
-  signed.
+  ``live_snapshot_disk_image``) holding the memory state.
+* How a capture shows in Glance is the compute side's, described once in
+  :mod:`nova_live_snapshot.protocol`: nova-api creates the disk image
+  ``queued`` with ``live_snapshot_format`` already set (so a capture in
+  progress lists as a live image); the compute service makes the memory
+  image, sets the signed record on the disk image in one update while it is
+  still ``queued``, then uploads the disk (``saving``, then ``active``), and
+  deletes both images if any step fails. A capture is complete once the
+  image is ``active`` *and* signed; the client checks both.
 
 Every failure the commands are expected to meet is turned here into an
 :class:`osc_lib.exceptions.CommandError` whose message says what was wrong
-and what to do, so the commands themselves stay thin.
+and what to do, so the commands themselves stay thin. Nothing here imports
+the compute side: the names come from :mod:`nova_live_snapshot.protocol`.
 """
 
 import dataclasses
@@ -32,33 +36,36 @@ from openstack.image.v2 import image as sdk_image
 from openstack import resource
 from osc_lib import exceptions
 
-from nova_live_snapshot.virt import images
+from nova_live_snapshot import protocol
 
 __all__ = ['LiveImage', 'LiveImageClient', 'LIVE_PROPERTIES']
 
 LOG = logging.getLogger(__name__)
 
-ACTION = 'createLiveImage'
-# Property names are the compute side's (virt/images.py): one definition.
-PROPERTY_PREFIX = images.PREFIX
+ACTION = protocol.ACTION
+PROPERTY_PREFIX = protocol.PREFIX
 # Metadata keys the compute service sets (the record, and the trait that
 # sends clones to hosts that can restore them); nova-api refuses them too.
-RESERVED_PREFIXES = (PROPERTY_PREFIX, 'trait:')
-FORMAT_PROPERTY = images.PREFIX + 'format'
-MEMORY_IMAGE_PROPERTY = images.PREFIX + 'memory_image'
-SIGNATURE_PROPERTY = images.SIGNATURE
+RESERVED_PREFIXES = protocol.RESERVED_PREFIXES
+FORMAT_PROPERTY = protocol.FORMAT_PROPERTY
+MEMORY_IMAGE_PROPERTY = protocol.MEMORY_IMAGE_PROPERTY
+SIGNATURE_PROPERTY = protocol.SIGNATURE_PROPERTY
 # On the memory image: its role, and the disk image it belongs to.
-ROLE_PROPERTY = images.ROLE
-DISK_IMAGE_PROPERTY = images.DISK_IMAGE
-MEMORY_ROLE = images.MEMORY_ROLE
+ROLE_PROPERTY = protocol.ROLE_PROPERTY
+DISK_IMAGE_PROPERTY = protocol.DISK_IMAGE_PROPERTY
+MEMORY_ROLE = protocol.MEMORY_ROLE
 # Glance filters properties by equality only, so listing asks for the one
 # format this client understands.
-FORMAT_VERSION = images.FORMAT
+FORMAT_VERSION = protocol.FORMAT
+ACTIVE = protocol.Status.ACTIVE
+# Glance statuses a capture never comes back from. A failed capture is
+# normally deleted outright (404); ``killed`` is an upload Glance rejected.
+FAILED_STATUSES = protocol.FAILED_STATUSES
 
 # How each property of the live-image record is shown, in display order.
 # Any other live_snapshot_* property (a newer format's) stays visible among
 # the image's other properties.
-LIVE_PROPERTIES = tuple((label, images.PREFIX + field) for label, field in (
+LIVE_PROPERTIES = tuple((label, protocol.PREFIX + field) for label, field in (
     ('source_server', 'source_instance'),
     ('memory_image', 'memory_image'),
     ('memory_mib', 'memory_mib'),
@@ -75,10 +82,6 @@ LIVE_PROPERTIES = tuple((label, images.PREFIX + field) for label, field in (
     ('signature', 'signature'),
 ))
 
-ACTIVE = 'active'
-# Glance statuses a capture never comes back from. A failed capture is
-# normally deleted outright (404); ``killed`` is an upload Glance rejected.
-FAILED_STATUSES = frozenset(['killed', 'deleted', 'pending_delete'])
 
 
 class _LiveImageQuery(sdk_image.Image):
@@ -139,14 +142,12 @@ class LiveImage:
                     f"Image {image.id} holds the memory state of a live image; "
                     f"it is not a live image itself. Its live image is "
                     f"{owner}.")
-            hint = ''
-            if image.status in ('queued', 'saving'):
-                hint = (' A live image being captured gets its live-image '
-                        'properties when its disk has been uploaded.')
+            # nova-api sets the format when it creates a live image: an
+            # image without it is none, whatever its status.
             raise exceptions.CommandError(
                 f"Image {image.id} ({image.name}) is not a live image: it has "
                 f"no {FORMAT_PROPERTY} property. Use 'openstack image' "
-                f"commands for it.{hint}")
+                f"commands for it.")
         live = {short: props.pop(key) for short, key in LIVE_PROPERTIES
                 if key in props}
         return cls(id=image.id, name=image.name, status=image.status,
@@ -301,24 +302,12 @@ class LiveImageClient:
             **{FORMAT_PROPERTY: FORMAT_VERSION}))
         if not matches:
             raise exceptions.CommandError(
-                f"No live image with a name or ID of '{name_or_id}' exists."
-                + self._in_progress_hint(name_or_id))
+                f"No live image with a name or ID of '{name_or_id}' exists.")
         if len(matches) > 1:
             raise exceptions.CommandError(
                 f"More than one live image is named '{name_or_id}'; give its "
                 f"ID.")
         return LiveImage.from_glance(matches[0])
-
-    def _in_progress_hint(self, name):
-        """A capture gets its live-image properties only once its disk is
-        uploaded: say so when an image of that name is still on its way."""
-        pending = [i for i in _LiveImageQuery.list(self._images, name=name)
-                   if i.status in ('queued', 'saving')]
-        if not pending:
-            return ''
-        return (f" Image {pending[0].id} of that name is still "
-                f"{pending[0].status}; if it is a live image being captured, "
-                f"it becomes one when its disk has been uploaded.")
 
     def list(self):
         """Every live image this project can see, newest first."""
@@ -411,9 +400,11 @@ class LiveImageClient:
     def wait_for_capture(self, image_id, server_id, timeout):
         """Poll the image of a capture until the capture is complete.
 
-        Complete is ``active`` and signed: the disk image turns ``active``
-        when its data is uploaded, before the compute service writes the
-        record, and it is still deleted if that fails.
+        Complete is ``active`` and signed. The compute service signs the
+        record before it uploads the disk
+        (:mod:`nova_live_snapshot.protocol`), so its images turn ``active``
+        signed; the signature is checked all the same, as an image made
+        active by another writer may have none.
 
         :returns: the SDK image, complete.
         :raises CommandError: the capture failed (see :meth:`created_image`),

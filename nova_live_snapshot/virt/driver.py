@@ -31,7 +31,6 @@ import threading
 
 import os_resource_classes as orc
 from oslo_log import log as logging
-from nova import context as nova_context
 from nova import exception as nova_exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
@@ -40,6 +39,7 @@ from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import template
+from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
 
@@ -82,7 +82,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # namespace of its own.
             compute.additional_endpoints.append(
                 manager.LiveSnapshotEndpoint(host, self))
-        self.live.recover(nova_context.RequestContext.from_dict)
+        self.live.recover(live.service_context)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,
@@ -116,6 +116,10 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         glance = self._service_glance()
         if glance is not None:
             self.live.cache.prune(lambda key: _image_exists(glance, key))
+            # A live image deleted with a plain `openstack image delete`
+            # leaves its hidden memory image (a machine's RAM): it goes.
+            images.sweep_orphaned_memory(
+                glance, lambda key: _image_exists(glance, key))
         # Lazy-mode templates of streams no longer cached go too, once no
         # clone maps them.
         self._collect_templates()
@@ -248,7 +252,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # Every guest on this host may be captured one day: give it the
             # VM generation ID device its clones will need (a device cannot
             # be added to a saved machine). Nova's XML has none.
-            xml = domainxml.ensure_genid(xml)
+            xml = disks.protect(domainxml.ensure_genid(xml))
             return super()._create_guest(
                 context, xml, instance, power_on=power_on, pause=pause,
                 post_xml_callback=post_xml_callback)

@@ -29,6 +29,7 @@ import uuid as uuidlib
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import protocol
 from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
@@ -36,42 +37,44 @@ LOG = logging.getLogger(__name__)
 __all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'glance_hash',
            'is_live_image', 'MemoryCache']
 
-TRAIT = 'CUSTOM_LIVE_SNAPSHOT'
-FORMAT = str(liveimage.FORMAT_VERSION)
-PREFIX = 'live_snapshot_'
-SIGNATURE = PREFIX + 'signature'
-ROLE = PREFIX + 'role'
-DISK_IMAGE = PREFIX + 'disk_image'
-MEMORY_ROLE = 'memory'
-# Glance's default os_hash_algo: the disk hash is signed before upload.
-DISK_HASH = 'sha512'
+# The names the API and the client share (protocol.py), under the names
+# the compute side has always used.
+TRAIT = protocol.TRAIT
+FORMAT = protocol.FORMAT
+PREFIX = protocol.PREFIX
+SIGNATURE = protocol.SIGNATURE_PROPERTY
+ROLE = protocol.ROLE_PROPERTY
+DISK_IMAGE = protocol.DISK_IMAGE_PROPERTY
+MEMORY_ROLE = protocol.MEMORY_ROLE
+DISK_HASH = protocol.DISK_HASH
 
+# Anchored with \Z: "$" also matches before a final newline.
 _UUID = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
-                   r'[0-9a-f]{12}$')
-_HEX64 = re.compile(r'^[0-9a-f]{64}$')
-_HASH = re.compile(r'^[a-z0-9]{1,16}:[0-9a-f]{32,128}$')
-_TOKEN = re.compile(r'^[A-Za-z0-9._:+-]{1,64}$')
-_INT = re.compile(r'^[1-9][0-9]{0,12}$')
+                   r'[0-9a-f]{12}\Z')
+_HEX64 = re.compile(r'^[0-9a-f]{64}\Z')
+_HASH = re.compile(r'^[a-z0-9]{1,16}:[0-9a-f]{32,128}\Z')
+_TOKEN = re.compile(r'^[A-Za-z0-9._:+-]{1,64}\Z')
+_INT = re.compile(r'^[1-9][0-9]{0,12}\Z')
 
 
 # What each record field must look like: the record is parsed before its
 # signature is checked, so nothing unbounded or odd gets that far.
 _RULES = {
-    'format': (re.compile('^%s$' % FORMAT), 'format %s' % FORMAT),
+    'format': (re.compile(r'^%s\Z' % FORMAT), 'format %s' % FORMAT),
     'disk_image': (_UUID, 'a UUID'),
-    'project_id': (re.compile(r'^[0-9a-zA-Z_-]{1,64}$'), 'a project id'),
+    'project_id': (re.compile(r'^[0-9a-zA-Z_-]{1,64}\Z'), 'a project id'),
     'memory_image': (_UUID, 'a UUID'),
     'memory_sha256': (_HEX64, 'a SHA-256'),
     'memory_size': (_INT, 'a size'),
     'disk_hash': (_HASH, 'an algorithm:hash pair'),
-    'memory_mib': (_INT, 'a size'),
-    'vcpus': (re.compile(r'^[1-9][0-9]{0,3}$'), 'a vCPU count'),
+    'memory_mib': (re.compile(r'^[1-9][0-9]{0,6}\Z'), 'a size in MiB'),
+    'vcpus': (re.compile(r'^[1-9][0-9]{0,3}\Z'), 'a vCPU count'),
     'machine': (_TOKEN, 'a machine type'),
-    'cpu_model': (re.compile(r'^[A-Za-z0-9._:+-]{0,64}$'), 'a CPU model'),
-    'qemu_version': (re.compile(r'^[0-9]{1,4}(\.[0-9]{1,4}){2}$'),
+    'cpu_model': (re.compile(r'^[A-Za-z0-9._:+-]{0,64}\Z'), 'a CPU model'),
+    'qemu_version': (re.compile(r'^[0-9]{1,4}(\.[0-9]{1,4}){2}\Z'),
                      'a version'),
     'source_instance': (_UUID, 'a UUID'),
-    'created_at': (re.compile(r'^[0-9T:.+-]{10,40}Z?$'), 'a timestamp'),
+    'created_at': (re.compile(r'^[0-9T:.+-]{10,40}Z?\Z'), 'a timestamp'),
 }
 
 
@@ -123,6 +126,9 @@ class Record:
         """
         props = image.get('properties') or {}
         image_id = image.get('id')
+        if not isinstance(props, dict):
+            raise exception.UntrustedImage(
+                image=image_id, reason='its properties are not a mapping')
         values = {}
         for name, (pattern, what) in _RULES.items():
             value = (image_id if name == 'disk_image'
@@ -172,6 +178,70 @@ def memory_image_meta(name, disk_image_id):
     }
 
 
+def sweep_orphaned_memory(glance, image_exists, limit=100):
+    """Delete the hidden memory images whose disk image is gone.
+
+    A live image's memory must not outlive it, however the live image was
+    deleted: ``openstack server live-image delete`` removes both halves, a
+    plain ``openstack image delete`` of the disk image only the disk. Nova's
+    periodic image cache pass calls this as the service user, who sees every
+    project's images. Only images marked as memory images
+    (``live_snapshot_role=memory``) whose ``live_snapshot_disk_image``
+    Glance says (404) no longer exists are deleted; a property a tenant set
+    on an image of its own can only make it delete that image.
+
+    :param glance: a keystoneauth adapter for the image service.
+    :param image_exists: ``image_exists(id)`` is True, False, or None when
+        Glance gives no answer (the memory image then stays).
+    :returns: the ids of the memory images deleted.
+    """
+    from keystoneauth1 import exceptions as ks_exc
+    # Listed to the end first: Glance's next page starts at a marker image,
+    # which must still exist.
+    orphans = []
+    url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (ROLE, MEMORY_ROLE,
+                                                          limit)
+    seen = set()
+    while url and url not in seen:
+        seen.add(url)
+        try:
+            response = glance.get(url, raise_exc=False)
+        except ks_exc.ClientException as e:
+            LOG.warning('Cannot list memory images in Glance: %s', e)
+            break
+        if response.status_code != 200:
+            LOG.warning('Glance answered %d listing memory images',
+                        response.status_code)
+            break
+        body = response.json()
+        for image in body.get('images') or []:
+            if not isinstance(image, dict) or image.get(ROLE) != MEMORY_ROLE:
+                continue
+            disk, memory = image.get(DISK_IMAGE), image.get('id')
+            if not (isinstance(disk, str) and _UUID.match(disk)
+                    and isinstance(memory, str) and _UUID.match(memory)):
+                continue
+            if image_exists(disk) is False:
+                orphans.append((memory, disk))
+        url = body.get('next')
+    deleted = []
+    for memory, disk in orphans:
+        try:
+            gone = glance.delete('/v2/images/%s' % memory,
+                                 raise_exc=False).status_code
+        except ks_exc.ClientException as e:
+            LOG.warning('Cannot delete memory image %s: %s', memory, e)
+            continue
+        if gone in (204, 404):
+            LOG.info('Deleted memory image %s: its live image %s was '
+                     'deleted', memory, disk)
+            deleted.append(memory)
+        else:
+            LOG.warning('Glance answered %d deleting memory image %s',
+                        gone, memory)
+    return deleted
+
+
 def check_key(key):
     """Refuse to go on without a usable signing key."""
     signing.sign(key, {})
@@ -182,7 +252,10 @@ class MemoryCache:
     named by the memory image's Glance id.
 
     A stream enters verified (its SHA-256 matched the signed record) and the
-    directory is root's alone (0700), so a cached stream is trusted. Each
+    directory is root's alone (0700). Next to each stream, ``<key>.sha256``
+    says which SHA-256 it was verified against: a record is served a cached
+    stream only when that is its own signed hash (and the size its own),
+    otherwise the stream is fetched and verified again. Each
     entry has a lock file: a restore holds it shared while it reads the
     stream, a download holds it exclusively, and eviction only takes entries
     whose lock it gets without waiting.
@@ -205,10 +278,29 @@ class MemoryCache:
     def _lock(self, key):
         return open(self._path(key) + '.lock', 'a')
 
-    def add(self, key, source):
-        """Move file ``source`` (a memory stream just captured here) into
-        the cache as ``key``."""
+    def _write_hash(self, key, sha256):
+        path = self._path(key) + '.sha256'
+        with os.fdopen(os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT
+                               | os.O_TRUNC, 0o600), 'w') as f:
+            f.write(sha256)
+        os.rename(path + '.tmp', path)
+
+    def _verified_as(self, key, sha256, size):
+        """Whether cached ``key`` was verified against ``sha256`` and still
+        has ``size`` bytes."""
+        try:
+            with open(self._path(key) + '.sha256') as f:
+                recorded = f.read(65)
+            actual_size = os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return False
+        return recorded == sha256 and actual_size == int(size)
+
+    def add(self, key, source, sha256):
+        """Move file ``source`` (a memory stream just captured here, of
+        SHA-256 ``sha256``) into the cache as ``key``."""
         self._ensure_root()
+        self._write_hash(key, sha256)
         dest = self._path(key)
         try:
             os.rename(source, dest)
@@ -234,8 +326,11 @@ class MemoryCache:
         path = self._path(key)
         with self._lock(key) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(path):
+            if not self._verified_as(key, sha256, size):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
                 self._fetch(path, sha256, size, fetch, image)
+                self._write_hash(key, sha256)
             os.utime(path)
             fcntl.flock(lock, fcntl.LOCK_SH)
             try:
@@ -287,8 +382,9 @@ class MemoryCache:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(key))
+            for suffix in ('', '.sha256'):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path(key) + suffix)
             os.unlink(self._path(key) + '.lock')
             return True
 

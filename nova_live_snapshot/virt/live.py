@@ -31,11 +31,12 @@ from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import template as template_mod
+from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['LiveSnapshots', 'RestorePlan', 'Journal']
+__all__ = ['LiveSnapshots', 'RestorePlan', 'Journal', 'service_context']
 
 
 @dataclasses.dataclass
@@ -167,16 +168,21 @@ def template_xml(xml, image, genid, partial, ram, memory_mib):
             channel.remove(source)
     for graphics in root.findall('devices/graphics'):
         graphics.getparent().remove(graphics)
-    return domainxml.with_lazy_ram(etree.tostring(root, encoding='unicode'),
-                                   ram, True, memory_mib)
+    # The overlays' chains (the first clone's disk, the image's base) are
+    # never relabelled for the template's QEMU either.
+    return domainxml.with_lazy_ram(
+        disks.protect(etree.tostring(root, encoding='unicode')),
+        ram, True, memory_mib)
 
 
 class Journal:
     """Captures in progress on this host, one small file each, so that a
     nova-compute that died mid-capture can remove what the capture left:
     the source's extra overlay, staging files and the half-made Glance
-    images (deleted with the requester's context, kept here 0600 beside
-    the image staging area, which holds machine memory anyway)."""
+    images. It holds ids and paths only, never a token or other secret:
+    recovery deletes the Glance images as Nova's service user
+    (:func:`service_context`), not as the requester, whose token may be long
+    expired by then."""
 
     def __init__(self, root):
         self.root = root
@@ -239,7 +245,8 @@ class LiveSnapshots:
     def store(self):
         """The capture staging store; made on first use, so that a host
         that never captures gets no directories."""
-        return liveimage.ImageStore(self.conf.image_dir, self.conf.qemu_group)
+        return liveimage.ImageStore(self.conf.image_dir, self.conf.qemu_group,
+                                    self.conf.host_key_file)
 
     @functools.cached_property
     def templates(self):
@@ -247,7 +254,8 @@ class LiveSnapshots:
         memory image and device signature."""
         return template_mod.TemplateStore(
             self.conf.template_dir, self.host, self.store,
-            timeout=self.conf.restore_timeout)
+            timeout=self.conf.restore_timeout,
+            allow_writable=self.conf.lazy_writable_templates)
 
     def collect_templates(self):
         """Remove the templates whose memory stream has left this host's
@@ -274,15 +282,15 @@ class LiveSnapshots:
 
         images.check_key(self.conf.signing_key)
         self.journal.write(image_id, instance=instance.uuid,
-                           domain=domain_name, context=context.to_dict())
+                           domain=domain_name, project_id=context.project_id)
         memory_image_id = None
-        result = None
         try:
-            result = capture_mod.capture(self.host, self.store, domain_name,
-                                         image_id, self.conf)
-            self.journal.write(image_id, overlays=result.source_overlays,
-                               domain=domain_name)
-            self._restore_source_chain(domain_name, result.source_overlays)
+            # The capture merges its overlay back into the source's disk
+            # itself; the journal knows the overlay while it does.
+            result = capture_mod.capture(
+                self.host, self.store, domain_name, image_id, self.conf,
+                before_merge=lambda overlays: self.journal.write(
+                    image_id, overlays=overlays, domain=domain_name))
             update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
             update_task_state(
                 task_state=task_states.IMAGE_UPLOADING,
@@ -330,7 +338,8 @@ class LiveSnapshots:
                     'hash %s, the upload had %s (Glance must hash with %s, '
                     'its default)' % (stored[:24], record.disk_hash[:24],
                                       images.DISK_HASH))
-            self.cache.add(memory_image_id, image.memory_path)
+            self.cache.add(memory_image_id, image.memory_path,
+                           record.memory_sha256)
             LOG.info('Live image %s of %s: source paused %.0f ms, memory '
                      '%d MiB', image_id, instance.uuid, result.pause_ms or -1,
                      record_size_mib(record))
@@ -338,31 +347,11 @@ class LiveSnapshots:
         except BaseException:
             if memory_image_id is not None:
                 self._delete_image(context, memory_image_id)
-            if result is not None:
-                # The commit may not have happened if the failure came first.
-                with contextlib.suppress(exception.LiveSnapshotError):
-                    self._restore_source_chain(domain_name,
-                                               result.source_overlays)
             raise
         finally:
             with contextlib.suppress(exception.ImageNotFound):
                 self.store.delete(image_id)
             self.journal.remove(image_id)
-
-    def _restore_source_chain(self, domain_name, overlays):
-        """Commit the overlays a live capture put under the source back into
-        the disks the source ran on, so that Nova finds the instance exactly
-        as it left it (its disk at its usual path)."""
-        guest = self.host.lookup(domain_name)
-        for dev, overlay in sorted(overlays.items()):
-            if guest.active_disk(dev) == overlay:
-                guest.commit_active(dev)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(overlay)
-        if guest.is_persistent():
-            # libvirt keeps the persistent definition pointing at the
-            # overlay it created; Nova would boot from it next time.
-            self.host.define(guest.xml(inactive=False))
 
     def _overlays_left(self, entry):
         """The overlays an interrupted capture left its source on: those
@@ -381,6 +370,7 @@ class LiveSnapshots:
         return overlays
 
     def _delete_image(self, context, image_id):
+        """Delete a Glance image; False (logged) when Glance refused."""
         from nova import exception as nova_exception
         try:
             self.image_api.delete(context, image_id)
@@ -388,6 +378,8 @@ class LiveSnapshots:
             pass
         except Exception:   # noqa: cleanup must not hide the first error
             LOG.exception('Could not delete Glance image %s', image_id)
+            return False
+        return True
 
     # Restore -----------------------------------------------------------------
 
@@ -466,7 +458,9 @@ class LiveSnapshots:
             cannot resume the image.
         """
         genid = str(uuidlib.uuid4()) if plan.facts.genid else None
-        xml = domainxml.with_genid(xml, genid, 'Nova guest config')
+        # Clones of an image share its disk's base: never QEMU's to write.
+        xml = disks.protect(domainxml.with_genid(xml, genid,
+                                                 'Nova guest config'))
         xml_for_restore = clone_xml(xml, plan.facts.machine,
                                     self.host.machine_aliases(), genid)
         reasons = domainxml.compare(plan.facts, domainxml.facts(
@@ -491,7 +485,7 @@ class LiveSnapshots:
         # without, so that the next start boots.
         guest = self.templates.restore(template, domainxml.with_lazy_ram(
             xml_for_restore, template.memory_path, False,
-            plan.record.ram_mib))
+            plan.record.ram_mib, template.ram_readonly))
         if not paused:
             guest.resume()
 
@@ -569,7 +563,10 @@ class LiveSnapshots:
         staging files and partial images, and delete the Glance images of
         captures that never finished.
 
-        :param get_context: builds a request context from a journal's dict.
+        :param get_context: returns the request context to delete Glance
+            images with: the service's own (:func:`service_context`). A
+            capture whose images Glance would not delete keeps its journal
+            entry, and the next start tries again.
         """
         if os.path.isdir(self.conf.image_dir):
             self.store.remove_stale_partials()
@@ -582,17 +579,48 @@ class LiveSnapshots:
             overlays = self._overlays_left(entry)
             if overlays:
                 try:
-                    self._restore_source_chain(entry['domain'], overlays)
+                    capture_mod.commit_overlays(self.host, entry['domain'],
+                                                overlays)
                 except exception.LiveSnapshotError:
                     LOG.exception('Could not commit the capture overlay of '
                                   '%s back', entry['domain'])
             with contextlib.suppress(exception.ImageNotFound):
                 self.store.delete(image_id)
-            context = get_context(entry.get('context') or {})
-            for glance_id in (entry.get('memory_image'), image_id):
-                if glance_id:
-                    self._delete_image(context, glance_id)
-            self.journal.remove(image_id)
+            context = get_context()
+            deleted = [self._delete_image(context, glance_id)
+                       for glance_id in (entry.get('memory_image'), image_id)
+                       if glance_id]
+            if all(deleted):
+                self.journal.remove(image_id)
+            else:
+                # Entries of older releases held the requester's context,
+                # token included: never kept.
+                entry.pop('context', None)
+                self.journal.write(image_id, **entry)
+                LOG.error('The Glance images of unfinished live snapshot %s '
+                          'were not deleted; nova-compute tries again when '
+                          'it next starts. Configure [service_user] in '
+                          'nova.conf with a user Glance lets delete them.',
+                          image_id)
+
+
+def service_context():
+    """An admin request context that authenticates as Nova's service user
+    (``[service_user]`` in nova.conf), for work no request asked for, such
+    as cleaning up after a crash. Without that configuration, an anonymous
+    admin context (which a real Glance refuses), with a warning."""
+    import nova.conf
+    from nova import context as nova_context
+    from nova import service_auth
+    context = nova_context.get_admin_context()
+    auth = service_auth.get_service_auth_plugin(
+        nova.conf.service_token.SERVICE_USER_GROUP)
+    if auth is None:
+        LOG.warning('[service_user] has no auth_type: live snapshot '
+                    'recovery has no credentials of its own for Glance')
+    else:
+        context.user_auth_plugin = auth
+    return context
 
 
 def record_size_mib(record):

@@ -55,25 +55,29 @@ def test_image_files_are_private(golden):
 
 def test_frozen_disk_never_changes_while_the_source_writes(
         bed, source, golden):
-    """The source now writes to a new overlay: what it writes after the
-    capture reaches neither its old image nor the image's disk."""
+    """The source is back on its own disk (the capture's overlay merged
+    back and gone): what it writes after the capture reaches that disk but
+    not the image's disk, which is a copy of its own."""
     result, _, _ = golden
-    overlay = result.source_overlays['vda']
-    assert source.disk_sources()['vda'] == overlay
-    chain = qemuimg.info(overlay, chain=True)
-    frozen = chain[1]['filename']
-    frozen_sum = liveimage.sha256_file(frozen)[0]
+    assert source.disk_sources() == result.source_disks
+    disk = result.source_disks['vda']
+    assert not [n for n in os.listdir(os.path.dirname(disk)) if '.ls-' in n]
+    image_disk = result.image.disk_path
+    assert qemuimg.info(image_disk, chain=True)[0].get(
+        'backing-filename') is None
+    image_sum = liveimage.sha256_file(image_disk)[0]
     rc, _, err = source.agent_exec(
         ['/bin/sh', '-c', 'echo after-capture > /mnt/disk/after; sync'])
     assert rc == 0, err
-    assert liveimage.sha256_file(frozen)[0] == frozen_sum
+    assert liveimage.sha256_file(image_disk)[0] == image_sum
     bed.engine.verify(result.image.name)
 
 
 def test_save_mode_capture_restores_the_source(bed):
-    """Save mode stops the source, then restores it onto a new overlay; the
-    workload continues (same token) and the image spawns a clone that
-    resumes it too."""
+    """Save mode stops the source, then restores it onto a new overlay,
+    merged back into its own disk once the image is made; the workload
+    continues (same token) and the image spawns a clone that resumes it
+    too."""
     eng = bed.engine_with(capture_mode='save')
     guest = bed.boot('save')
     try:
@@ -81,7 +85,8 @@ def test_save_mode_capture_restores_the_source(bed):
         result = eng.capture(guest.name, bed.name('saveimg'))
         restored = bed.host.lookup(guest.name)
         assert restored.is_running()
-        assert restored.disk_sources()['vda'] == result.source_overlays['vda']
+        assert restored.disk_sources() == result.source_disks
+        assert result.source_disks['vda'].endswith('/disk.qcow2')
         state = testbed.read_workload(restored)
         assert state.token == before.token
         assert state.counter >= before.counter
@@ -162,3 +167,45 @@ def test_capture_under_a_taken_name_is_refused(bed, source, golden):
 def test_capture_of_an_unknown_domain(bed):
     with pytest.raises(exception.DomainNotFound, match='no-such-domain'):
         bed.engine.capture('no-such-domain', bed.name('x'))
+
+
+def test_thirty_captures_of_one_source_leave_it_on_its_own_disk(bed):
+    """Capturing one source again and again: after every capture the
+    source runs on its original disk path with its original backing chain
+    (the capture's overlay merged back and gone), its workload still
+    counting with the same token; the first and the thirtieth image both
+    restore clones that resume the source. (Before every capture merged
+    its overlay back, each one added a layer and a ``.ls-<id>`` to the
+    disk's name, and about the twentieth failed with "File name too
+    long".)"""
+    guest = bed.boot('thirty')
+    try:
+        disk = guest.disk_sources()['vda']
+        depth = len(qemuimg.info(disk, chain=True))
+        first = testbed.read_workload(guest)
+        kept = {}
+        for n in range(1, 31):
+            before = testbed.read_workload(guest)
+            result = bed.engine.capture(guest.name, bed.name('cap%02d' % n))
+            assert guest.disk_sources() == {'vda': disk}, n
+            assert len(qemuimg.info(disk, chain=True)) == depth, n
+            after = testbed.wait_counter(guest, before.counter + 1)
+            assert after.token == first.token, n
+            if n in (1, 30):
+                kept[n] = (result.image.name, before)
+            else:
+                bed.engine.delete_image(result.image.name)
+        assert sorted(os.listdir(os.path.dirname(disk))) == [
+            'console.log', 'disk.qcow2']
+        for n, (name, before) in sorted(kept.items()):
+            clones = bed.spawn(name)
+            try:
+                state = testbed.read_workload(
+                    bed.host.lookup(clones[0].name))
+                assert state.token == first.token, n
+                assert state.counter >= before.counter, n
+            finally:
+                bed.destroy_all(clones)
+            bed.engine.delete_image(name)
+    finally:
+        bed.guest_image.remove(bed.host, guest.name)

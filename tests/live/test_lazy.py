@@ -33,7 +33,7 @@ def lazy(bed):
 
 
 def _template_of(engine, image):
-    template = engine.templates.get(engine.images.get(image).id)
+    template = engine.templates.get(engine.images.get(image).template_key)
     assert template is not None
     return template
 
@@ -234,7 +234,7 @@ def test_a_builder_that_dies_is_cleaned_up_by_the_next_engine(bed, golden):
     conf = bed.make_conf(restore_mode='lazy', template_dir=tmpdir)
     values = {k: getattr(conf, k) for k in (
         'image_dir', 'clone_dir', 'staging_dir', 'template_dir',
-        'clone_network', 'restore_mode')}
+        'clone_network', 'restore_mode', 'lazy_writable_templates')}
     script = ('import json, sys\n'
               'from nova_live_snapshot import conf, engine\n'
               'engine.Engine(conf.new(**json.loads(sys.argv[1])))'
@@ -333,8 +333,8 @@ def test_concurrent_first_spawns_build_one_template(bed, golden):
     clones = [c for o in outcome if isinstance(o, list) for c in o]
     try:
         assert len(clones) == 2, outcome
-        assert os.listdir(tmpdir) == [result.image.id]
-        template = engines[0].templates.get(result.image.id)
+        assert os.listdir(tmpdir) == [result.image.template_key]
+        template = engines[0].templates.get(result.image.template_key)
         assert engines[0].templates.users(template) == sorted(
             c.name for c in clones)
         for c in clones:

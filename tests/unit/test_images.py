@@ -196,5 +196,148 @@ def test_prune_drops_deleted_images_keeps_unknown_and_in_use(tmp_path):
     with cache.use(key5, sha, '100', _writer(data, []), 'img'):
         assert cache.prune(answers.get) == [KEY1]
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [KEY2, KEY2 + '.lock', KEY3, KEY3 + '.lock', key5, key5 + '.lock'])
+        [k + suffix for k in (KEY2, KEY3, key5)
+         for suffix in ('', '.lock', '.sha256')])
     assert cache.prune(answers.get) == [key5]
+
+
+# Issue 14: what an attacker's Glance image tried ---------------------------
+
+@pytest.mark.parametrize('signature', [['hmac-sha256-v1:' + 'a' * 64], 42,
+                                       {'a': 1}, True, 1.5])
+def test_a_signature_that_is_not_a_string_is_refused(signature):
+    image = _image(_record())
+    image['properties'][images.SIGNATURE] = signature
+    with pytest.raises(exception.UntrustedImage, match='not a string'):
+        images.Record.from_image(image, KEY)
+
+
+@pytest.mark.parametrize('prop, value', [
+    ('live_snapshot_machine', 'pc-i440fx-7.2\n'),
+    ('live_snapshot_memory_image', KEY1 + '\n'),
+    ('live_snapshot_memory_sha256', 'a' * 64 + '\n'),
+    ('live_snapshot_format', '1\n'),
+    ('live_snapshot_memory_mib', '128.0'),
+    ('live_snapshot_memory_mib', 'NaN'),
+    ('live_snapshot_memory_mib', '99999999'),
+    ('live_snapshot_vcpus', '1e3'),
+    ('live_snapshot_memory_size', 1048576),
+])
+def test_record_fields_are_matched_whole_and_bounded(prop, value):
+    with pytest.raises(exception.UntrustedImage, match='is missing or not'):
+        images.Record.from_image(_image(_record(), **{prop: value}), KEY)
+
+
+def test_properties_that_are_not_a_mapping_are_refused():
+    with pytest.raises(exception.UntrustedImage, match='not a mapping'):
+        images.Record.from_image({'id': KEY1, 'properties': ['x']}, KEY)
+
+
+def test_a_cached_stream_is_served_only_to_a_record_with_its_hash(tmp_path):
+    """A stream cached for one record (its memory image id and hash) is
+    not served to a record that names the same memory image with another
+    hash: that record's stream is fetched and verified."""
+    cache = images.MemoryCache(str(tmp_path / 'cache'), max_mib=10)
+    first, second = os.urandom(1000), os.urandom(1000)
+    calls = []
+    with cache.use(KEY1, hashlib.sha256(first).hexdigest(), '1000',
+                   _writer(first, calls), 'img'):
+        pass
+    with cache.use(KEY1, hashlib.sha256(second).hexdigest(), '1000',
+                   _writer(second, calls), 'img') as path:
+        with open(path, 'rb') as f:
+            assert f.read() == second
+    assert len(calls) == 2
+    # And a stream changed in the cache is not the one that was verified.
+    with pytest.raises(exception.ChecksumMismatch):
+        with cache.use(KEY1, hashlib.sha256(first).hexdigest(), '1000',
+                       _writer(second, []), 'img'):
+            pass
+
+
+def test_a_captured_stream_enters_the_cache_with_its_hash(tmp_path):
+    cache = images.MemoryCache(str(tmp_path / 'cache'), max_mib=10)
+    data = os.urandom(1000)
+    src = tmp_path / 'captured'
+    src.write_bytes(data)
+    cache.add(KEY1, str(src), hashlib.sha256(data).hexdigest())
+    calls = []
+    with cache.use(KEY1, hashlib.sha256(data).hexdigest(), '1000',
+                   _writer(data, calls), 'img'):
+        pass
+    assert calls == []
+    assert cache.remove(KEY1)
+    assert os.listdir(tmp_path / 'cache') == []
+
+
+class _Glance:
+    """Glance's image API as a dict of images (what the sweep asks of a
+    keystoneauth adapter: GET a list or an image, DELETE an image), with
+    its pagination (``next``)."""
+
+    class _Response:
+        def __init__(self, status, body=None):
+            self.status_code = status
+            self._body = body
+
+        def json(self):
+            return self._body
+
+    def __init__(self, images_, page=2):
+        self.images = {i['id']: i for i in images_}
+        self.page = page
+
+    def get(self, url, raise_exc=True):
+        path, _, query = url.partition('?')
+        if path != '/v2/images':
+            image = self.images.get(path.rsplit('/', 1)[-1])
+            return self._Response(200 if image else 404, image)
+        params = dict(p.split('=') for p in query.split('&'))
+        matching = sorted(i for i, image in self.images.items()
+                          if image.get(images.ROLE) == params[images.ROLE])
+        start = 0
+        if 'marker' in params:
+            if params['marker'] not in self.images:
+                return self._Response(400)      # as Glance: marker not found
+            start = matching.index(params['marker']) + 1
+        body = {'images': [self.images[i] for i in
+                           matching[start:start + self.page]]}
+        if start + self.page < len(matching):
+            body['next'] = '%s&marker=%s' % (url.split('&marker')[0],
+                                             matching[start + self.page - 1])
+        return self._Response(200, body)
+
+    def delete(self, url, raise_exc=True):
+        gone = self.images.pop(url.rsplit('/', 1)[-1], None)
+        return self._Response(204 if gone else 404)
+
+
+def _uuid(n):
+    return '%08d-0000-4000-8000-000000000000' % n
+
+
+def test_the_memory_of_a_live_image_deleted_in_glance_goes_with_it():
+    """`openstack image delete` of a disk image leaves its hidden memory
+    image; the periodic sweep deletes it, and only it (across pages)."""
+    disks = [{'id': _uuid(i)} for i in range(1, 4)]
+    memories = [{'id': _uuid(10 + i), images.ROLE: images.MEMORY_ROLE,
+                 images.DISK_IMAGE: _uuid(i), 'os_hidden': True}
+                for i in range(1, 4)]
+    other = {'id': _uuid(20), images.ROLE: 'something else',
+             images.DISK_IMAGE: _uuid(99)}
+    glance = _Glance(disks + memories + [other])
+    del glance.images[_uuid(2)]             # a plain image delete
+    del glance.images[_uuid(3)]
+
+    def exists(key):
+        return key in glance.images
+    assert sorted(images.sweep_orphaned_memory(glance, exists)) == [
+        _uuid(12), _uuid(13)]
+    assert sorted(glance.images) == [_uuid(1), _uuid(11), _uuid(20)]
+
+
+def test_the_sweep_keeps_memory_when_glance_cannot_tell():
+    glance = _Glance([{'id': _uuid(11), images.ROLE: images.MEMORY_ROLE,
+                       images.DISK_IMAGE: _uuid(1)}])
+    assert images.sweep_orphaned_memory(glance, lambda key: None) == []
+    assert list(glance.images) == [_uuid(11)]

@@ -53,12 +53,15 @@ class FakeCloud(requests.adapters.BaseAdapter):
     * ``calls``: ``(method, url, query, json body)`` of every API request,
       version discovery left out.
     * ``capture``: the steps the next capture goes through, one per ``GET``
-      of its image, in the compute service's order: ``queued``, ``saving``,
-      ``uploaded`` (memory image made, disk data uploaded: the image is
-      ``active`` with ``live_snapshot_format`` but no record yet),
-      ``signed`` (the signed record written: complete), ``killed``, and
-      ``None``, the compute service deleting the image and its memory image
-      (a failed capture).
+      of its image, in the compute service's order
+      (:mod:`nova_live_snapshot.protocol`): ``queued``, ``signed`` (memory
+      image made, the signed record and the trait set while the image is
+      still queued), ``saving``, ``active`` (disk data uploaded: complete),
+      ``killed``, and ``None``, the compute service deleting the image and
+      its memory image (a failed capture). ``uploaded`` (``active`` with no
+      record) is no step of this compute service: it stands for an image
+      some other writer made active, which a client must not take for a
+      complete capture.
     * ``enabled`` / ``policy_allows``: the operator's switch and the policy.
     * ``page_size``: Glance's page length, small so that listing pages.
     """
@@ -70,7 +73,7 @@ class FakeCloud(requests.adapters.BaseAdapter):
         self.images = {}
         self.enabled = True
         self.policy_allows = True
-        self.capture = ['queued', 'saving', 'uploaded', 'signed']
+        self.capture = ['queued', 'signed', 'saving', 'active']
         self.page_size = 2
         self._capturing = {}
         self._serial = 0
@@ -214,11 +217,13 @@ class FakeCloud(requests.adapters.BaseAdapter):
                 f"Cannot create a live image of server {server_id} while it "
                 f"is {server['status'].lower()}: only a running (ACTIVE) "
                 f"server has memory to capture.")
-        # As nova-api does: a queued image with the user's metadata and
-        # Nova's snapshot properties; the record comes with the capture.
+        # As nova-api does: a queued image with the user's metadata, Nova's
+        # snapshot properties and the record's format (a live image from
+        # the start); the rest of the record comes with the capture.
         disk_id = self.add_image(args['name'], status='queued',
                                  image_type='snapshot',
                                  instance_uuid=server_id,
+                                 live_snapshot_format='1',
                                  **args.get('metadata', {}))
         self._capturing[disk_id] = (server_id, list(self.capture))
         return 202, {'image_id': disk_id}
@@ -256,13 +261,13 @@ class FakeCloud(requests.adapters.BaseAdapter):
             del self.images[image['id']]
             self.images.pop(memory_id, None)
             return None
-        if step == 'uploaded':
+        if step == 'signed':
+            image.update(self._record(
+                image['id'], self._add_memory_image(image['id']), server_id))
+        elif step == 'uploaded':
             image['_memory_id'] = self._add_memory_image(image['id'])
-            image.update({'status': 'active', 'live_snapshot_format': '1',
+            image.update({'status': 'active',
                           'trait:CUSTOM_LIVE_SNAPSHOT': 'required'})
-        elif step == 'signed':
-            image.update(self._record(image['id'], image.pop('_memory_id'),
-                                      server_id))
         else:
             image['status'] = step
         return image
@@ -502,10 +507,11 @@ def test_create_refused_by_nova_says_why_and_what_to_do(
 
 
 def test_create_wait_polls_until_the_capture_is_complete(app, cloud, clock):
-    """The image is active once its disk is uploaded, but the capture is
-    complete only when the record is signed: --wait waits for both."""
+    """The record is signed while the image is still queued, and the
+    capture is complete only once the disk is uploaded too (active):
+    --wait waits for both."""
     server_id = cloud.add_server('web-1')
-    cloud.capture = ['queued', 'saving', 'uploaded', 'signed']
+    cloud.capture = ['queued', 'signed', 'saving', 'active']
     info = as_dict(run(app, 'server live-image create', 'web-1', '--name',
                        'golden', '--wait'))
     assert info['status'] == 'active'
@@ -518,9 +524,9 @@ def test_create_wait_polls_until_the_capture_is_complete(app, cloud, clock):
 
 @pytest.mark.parametrize('script, why', [
     (['queued', 'saving', None], 'the compute service deleted the image'),
-    (['saving', 'uploaded', None], 'the compute service deleted the image'),
-    (['saving', 'killed'], 'the image is killed'),
-], ids=['deleted', 'deleted-after-upload', 'killed'])
+    (['signed', 'saving', None], 'the compute service deleted the image'),
+    (['signed', 'saving', 'killed'], 'the image is killed'),
+], ids=['deleted', 'deleted-after-signing', 'killed'])
 def test_create_wait_fails_when_the_capture_fails(app, cloud, script, why):
     server_id = cloud.add_server('web-1')
     cloud.capture = script
@@ -544,6 +550,8 @@ def test_create_wait_gives_up_at_the_timeout(app, cloud, clock):
 
 def test_create_wait_timeout_says_when_only_the_signature_is_missing(
         app, cloud, clock):
+    """An active image without a record is not complete, whoever made it
+    so."""
     cloud.add_server('web-1')
     cloud.capture = ['uploaded']
     with pytest.raises(exceptions.CommandError,
@@ -653,19 +661,38 @@ def test_show_refuses_the_memory_image_and_says_where_its_live_image_is(
         run(app, 'server live-image show', memory_id)
 
 
-def test_show_of_a_capture_in_progress_says_so(app, cloud):
-    """The record, live_snapshot_format included, comes with the upload:
-    until then the image is no live image, by ID or by name."""
+def test_show_of_a_capture_in_progress_shows_it_unsigned(app, cloud):
+    """nova-api marks the image as a live image when it creates it, so a
+    capture in progress is found by ID and by name, shown with its status
+    and no signature yet (the compute side's order, protocol.py)."""
     cloud.add_server('web-1')
+    cloud.capture = ['queued', 'saving', 'saving', 'saving']
     image_id = as_dict(run(app, 'server live-image create', 'web-1',
                            '--name', 'golden'))['id']
+    by_id = as_dict(run(app, 'server live-image show', image_id))
+    assert by_id['status'] == 'saving'
+    assert by_id['signature'] is None
+    assert by_id['memory_image'] is None
+    assert by_id['format'] == '1'
+    by_name = as_dict(run(app, 'server live-image show', 'golden'))
+    assert by_name['id'] == image_id
+    assert by_name['status'] == 'saving'
+    listed = list(run(app, 'server live-image list')[1])
+    assert [row[0] for row in listed] == [image_id]
+
+
+def test_an_image_without_the_format_property_is_no_live_image(app, cloud):
+    """Whatever its status: nova-api sets the format when it creates a
+    live image, so an image without it is some other image."""
+    plain = cloud.add_image('golden', status='queued')
     with pytest.raises(exceptions.CommandError,
-                       match='not a live image.*being captured'):
-        run(app, 'server live-image show', image_id)
+                       match=f"Image {plain} .* is not a live image: it has "
+                             f"no live_snapshot_format property. Use "
+                             f"'openstack image' commands for it.$"):
+        run(app, 'server live-image show', plain)
     with pytest.raises(exceptions.CommandError,
-                       match=f"No live image .* 'golden' exists. Image "
-                             f"{image_id} of that name is still saving; if it "
-                             f"is a live image being captured"):
+                       match="No live image with a name or ID of 'golden' "
+                             "exists.$"):
         run(app, 'server live-image show', 'golden')
 
 

@@ -56,7 +56,8 @@ def test_a_template_dir_not_on_tmpfs_is_refused(tmp_path):
         pytest.skip('%s is on tmpfs here' % tmp_path)
     store = template.TemplateStore(
         str(root), host=None,
-        images=liveimage.ImageStore(str(tmp_path / 'images')))
+        images=liveimage.ImageStore(str(tmp_path / 'images')),
+        allow_writable=True)
     image_id = str(uuid.uuid4())
     source = template.Source(
         key=image_id, image_id=image_id, name='img', memory_path='/nowhere',
@@ -64,3 +65,40 @@ def test_a_template_dir_not_on_tmpfs_is_refused(tmp_path):
     with pytest.raises(exception.TemplateDirUnsuitable, match='not tmpfs'):
         store.acquire_source(source)
     assert os.listdir(root) == []
+
+
+class _Qemu:
+    """A host of the given QEMU version (all the version gate asks)."""
+
+    def __init__(self, version):
+        self.version = version
+
+    def qemu_version(self):
+        return self.version
+
+
+@pytest.mark.parametrize('version, allowed, error', [
+    ('7.2.22', False, exception.TemplateUnsafe),
+    ('7.2.22', True, exception.TemplateDirUnsuitable),
+    ('8.2.0', False, exception.TemplateDirUnsuitable),
+])
+def test_lazy_mode_needs_a_qemu_that_opens_the_template_read_only(
+        tmp_path, version, allowed, error):
+    """QEMU before 8.2 opens a private RAM file read-write: no template is
+    built for its clones unless the operator accepted that risk."""
+    if template._fstype(str(tmp_path)) == 'tmpfs':
+        pytest.skip('%s is on tmpfs here' % tmp_path)
+    root = tmp_path / 'templates'
+    store = template.TemplateStore(
+        str(root), host=_Qemu(version),
+        images=liveimage.ImageStore(str(tmp_path / 'images')),
+        allow_writable=allowed)
+    source = template.Source(
+        key='k', image_id='k', name='img', memory_path='/nowhere',
+        save=None, memory_mib=128, backend=None, render=None)
+    with pytest.raises(error) as e:
+        store.acquire_source(source)
+    if error is exception.TemplateUnsafe:
+        assert 'QEMU 7.2.22' in str(e.value)
+        assert 'lazy_writable_templates' in str(e.value)
+        assert not root.exists()

@@ -111,10 +111,10 @@ class CloudError(Exception):
 def wait_for(predicate, timeout, what, interval=0.25):
     """Poll ``predicate`` until it returns a true value; its value, or
     CloudError naming ``what`` after ``timeout`` seconds."""
-    from nova_live_snapshot import host as host_mod
+    from nova_live_snapshot import waiting
     try:
-        return host_mod.wait_for(predicate, timeout, interval=interval,
-                                 what=what)
+        return waiting.wait_for(predicate, timeout, interval=interval,
+                                what=what)
     except TimeoutError as e:
         raise CloudError(str(e)) from None
 

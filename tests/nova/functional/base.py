@@ -31,8 +31,8 @@ from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import base as libvirt_base
 from wsgi_intercept import interceptor
 
-from nova_live_snapshot import host as host_mod
 from nova_live_snapshot.virt import images
+from nova_live_snapshot import waiting
 
 __all__ = ['FakeLibvirtTestBase', 'DomainLog', 'StockAPIFixture',
            'wait_until', 'signed_record']
@@ -56,7 +56,7 @@ def wait_until(predicate, what, timeout=DEADLINE):
         seen[:] = [predicate()]
         return seen[0]
     try:
-        return host_mod.wait_for(check, timeout, interval=_POLL, what=what)
+        return waiting.wait_for(check, timeout, interval=_POLL, what=what)
     except TimeoutError:
         raise AssertionError('Timed out after %.0f s waiting for %s '
                              '(last value: %r)' % (timeout, what, seen[0]))

@@ -24,6 +24,7 @@ from nova import thread_pool_factory
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import qemuimg
 from nova_live_snapshot import testbed
 from nova import context as nova_context
 from nova import exception as nova_exception
@@ -216,6 +217,15 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             hostnames.add(out.decode().strip())
         self.assertEqual(2, len(hostnames))
         self.assertNotIn(source['OS-EXT-SRV-ATTR:hostname'], hostnames)
+        # What the clones share (their disks' backing chain: the image's
+        # base in instances/_base) is never the QEMU user's to write.
+        shared = set()
+        for clone in clones:
+            disk = self._guest(clone).disk_sources()['vda']
+            shared.update(i['filename'] for i in qemuimg.info(
+                disk, chain=True)[1:])
+        self.assertNotEqual(set(), shared)
+        self.assertEqual({}, testbed.qemu_user_can_write(*sorted(shared)))
         # The clones are ordinary instances now: their snapshots do not
         # inherit the live image's record, and their next spawn boots.
         for clone in clones:
@@ -228,6 +238,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         _record('capture_and_clone', timings)
 
         self._delete_all()
+        self.assertEqual({}, testbed.qemu_user_can_write(*sorted(shared)))
 
     def test_lazy_clones_map_one_template_that_goes_with_them(self):
         """With restore_mode = lazy, two clones built through Nova resume
@@ -238,7 +249,8 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         templates = '/dev/shm/nls-nova-%s-templates' % uuid.uuid4().hex[:8]
         self.addCleanup(shutil.rmtree, templates, ignore_errors=True)
         self.flags(group='live_snapshot', restore_mode='lazy',
-                   template_dir=templates, memory_cache_max_mib=0)
+                   template_dir=templates, memory_cache_max_mib=0,
+                   lazy_writable_templates=True)
         # The driver's operations read the cache size when built: again.
         self.compute.driver._live = None
         source = self._boot(self.guest_image, self.flavor)
@@ -307,7 +319,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         the queued Glance image deleted, and no staging, partial image or
         journal left; the source's workload kept running throughout."""
         self._crash_during_capture(
-            'nova_live_snapshot.virt.live.LiveSnapshots._restore_source_chain',
+            'nova_live_snapshot.capture.commit_overlays',
             lambda *args, **kwargs: True)
 
     def test_compute_restart_before_the_journal_knew_the_overlay(self):
@@ -350,6 +362,16 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
                 '/servers/%s/action' % source['id'], action,
                 check_response_status=False)
             self.assertEqual(409, response.status, action)
+        # The capture journal holds ids and paths, never the requester's
+        # token or context: recovery uses the service's own credentials.
+        journals = [n for n in os.listdir(self.live_conf['image_dir'])
+                    if n.endswith('.capture.json')]
+        self.assertEqual(1, len(journals))
+        with open(os.path.join(self.live_conf['image_dir'],
+                               journals[0])) as f:
+            entry = json.load(f)
+        self.assertNotIn('context', entry)
+        self.assertNotIn('token', json.dumps(entry).lower())
 
         self.compute = self.restart_compute_service(
             self.computes['compute1'], keep_hypervisor_state=False)

@@ -1,0 +1,78 @@
+"""Nova's shared base images stay out of every QEMU's reach.
+
+Nova's qcow2 instance disks are overlays on a base file in
+``instances/_base`` that every instance of the image shares; clones of a
+live image share its disk image's base the same way. libvirt's DAC driver
+chowns a starting domain's whole disk chain to the QEMU user and, for
+backing files, never gives them back: after one guest ran, any compromised
+QEMU could rewrite what all the others read.
+
+:func:`protect` names each file disk's backing chain in the domain XML with
+relabelling off (:func:`nova_live_snapshot.domainxml.with_backing_chains`)
+and puts the backing files back in root's hands, read-only to everyone
+else: QEMU opens them read-only, through the "other" read bit Nova's files
+have. The chain is read with ``qemu-img`` from Nova's own files, which
+this host made.
+"""
+
+import logging
+import os
+import stat
+
+from nova_live_snapshot import domainxml
+from nova_live_snapshot import exception
+from nova_live_snapshot import qemuimg
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['protect', 'lock_down']
+
+
+def lock_down(path):
+    """Make ``path`` root's and writable by root alone; QEMU reads it
+    through the "other" read bit (Nova's base files are 0644 anyway)."""
+    st = os.stat(path)
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.chown(path, 0, 0)
+    mode = stat.S_IMODE(st.st_mode) & ~0o022 | 0o004
+    if mode != stat.S_IMODE(st.st_mode):
+        os.chmod(path, mode)
+
+
+def _chain(path, fmt):
+    """[(backing path, format), ...] of Nova's disk ``path`` (of format
+    ``fmt``), nearest first; empty when it has none or cannot be read. The
+    base came from Glance: qemu-img runs under the untrusted-file limits."""
+    try:
+        infos = qemuimg.info_untrusted(path, fmt, chain=True)
+    except exception.LiveSnapshotError:
+        return []
+    if not isinstance(infos, list):
+        return []
+    chain = []
+    for info in infos[1:]:
+        if not isinstance(info, dict) or not info.get('filename'):
+            return []
+        chain.append((info['filename'], info.get('format', 'raw')))
+    return chain
+
+
+def protect(xml):
+    """Nova's domain XML ``xml`` with the backing chains of its file disks
+    protected from relabelling, and their backing files locked down."""
+    root = domainxml.parse(xml, 'Nova guest config')
+    chains = {}
+    for disk in root.findall("devices/disk[@type='file']"):
+        source, driver = disk.find('source'), disk.find('driver')
+        path = source.get('file') if source is not None else None
+        fmt = driver.get('type') if driver is not None else None
+        if not path or fmt not in ('qcow2', 'raw') or not os.path.isfile(path):
+            continue
+        chain = _chain(path, fmt)
+        if chain:
+            for backing, _fmt in chain:
+                lock_down(backing)
+            chains[path] = chain
+    if not chains:
+        return xml
+    return domainxml.with_backing_chains(xml, chains, 'Nova guest config')

@@ -1,0 +1,178 @@
+"""The host side of re-identification, without a guest: how steps are
+batched into one shell script, how their reports are read back, and what a
+report says. The batches run under this host's real /bin/sh, as they would
+under the guest's."""
+
+import base64
+import os
+import stat
+import subprocess
+
+import pytest
+
+from nova_live_snapshot import exception
+from nova_live_snapshot import identity
+
+
+class ShellGuest:
+    """Runs ``agent_exec`` on this host, as qemu-ga's guest-exec would in
+    the guest (argv, stdin bytes, exit code and both outputs)."""
+
+    name = 'host-shell'
+
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.runs = []
+
+    def agent_exec(self, argv, timeout=30, stdin=None):
+        if self.fail:
+            raise exception.GuestAgentError(domain=self.name,
+                                            reason='guest-exec failed')
+        self.runs.append(argv)
+        done = subprocess.run(argv, input=stdin or b'', capture_output=True,
+                              timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+
+def _steps(guest, **kw):
+    new = identity.NewIdentity(name='clone-1', uuid='u-1', mac=None,
+                               old_mac=None, hostname='clone-1', **kw)
+    return identity._Steps(guest, new, timeout=30)
+
+
+@pytest.mark.parametrize('name, label', [
+    ('nlst-ab12-clone-0', 'nlst-ab12-clone-0'),
+    ('Web_Server.01', 'web-server-01'),
+    ('--x--', 'x'),
+    ('___', 'clone'),
+    ('a' * 80, 'a' * 63),
+])
+def test_hostname_for_makes_a_valid_label(name, label):
+    assert identity.hostname_for(name) == label
+
+
+def test_hooks_run_in_order_with_the_clone_name_and_uuid(tmp_path):
+    """One batch, the real hooks script: executables run by name with the
+    clone's name and UUID, other files are left alone."""
+    hooks = tmp_path / 'clone.d'
+    hooks.mkdir()
+    out = tmp_path / 'ran'
+    for name in ('20-second', '10-first'):
+        hook = hooks / name
+        hook.write_text('#!/bin/sh\necho "%s $1 $2" >> %s\n' % (name, out))
+        hook.chmod(0o755)
+    (hooks / '30-not-executable').write_text('#!/bin/sh\nexit 1\n')
+    batch = identity._Batch()
+    batch.add('hooks', identity._HOOKS_SCRIPT, 'clone-1', 'u-1', str(hooks))
+    reports = _steps(ShellGuest()).run(batch)
+    assert reports['hooks'].status == identity.Status.DONE
+    assert reports['hooks'].detail == 'ran: 10-first 20-second'
+    assert out.read_text() == '10-first clone-1 u-1\n20-second clone-1 u-1\n'
+
+
+def test_a_failing_step_does_not_end_the_batch(tmp_path):
+    """Each step runs in its own subshell: a failure (exit 1) and a skip
+    (exit 3) are reported and the next step still runs."""
+    batch = identity._Batch()
+    batch.add('a', '\necho before; exit 1\n')
+    batch.add('b', '\nexit 3\n')
+    batch.add('hooks', identity._HOOKS_SCRIPT, 'c', 'u',
+              str(tmp_path / 'missing'))
+    batch.add('d', '\necho "$1"\n', 'an argument with spaces; $(not run)')
+    reports = _steps(ShellGuest()).run(batch)
+    assert reports['a'].status == identity.Status.FAILED
+    assert reports['a'].detail == 'exit 1: before'
+    assert reports['b'].status == identity.Status.SKIPPED
+    assert reports['hooks'].status == identity.Status.SKIPPED
+    assert reports['d'].status == identity.Status.DONE
+    assert reports['d'].detail == 'an argument with spaces; $(not run)'
+    assert all(r.seconds is not None and r.seconds >= 0
+               for r in reports.values())
+
+
+def test_staged_files_reach_the_step_and_are_removed(tmp_path):
+    """Seeds and keys travel as a tar on stdin into a private directory the
+    step sees as its argument; nothing of it is on the command line, and
+    the directory is gone afterwards."""
+    secret = base64.b16encode(os.urandom(16)).decode()
+    batch = identity._Batch()
+    batch.add('show', '\nstat -c %a "$1"; cat "$1/seed"; echo; echo "$1"\n',
+              identity._STAGED)
+    batch.files = {'seed': secret.encode()}
+    guest = ShellGuest()
+    reports = _steps(guest).run(batch)
+    mode, seed, staged = reports['show'].detail.splitlines()
+    assert seed == secret
+    assert mode == '700'
+    assert not os.path.exists(staged)
+    assert all(secret not in arg for arg in guest.runs[0])
+
+
+def test_output_that_looks_like_a_report_line_is_kept_as_output():
+    """The marker is random per batch: a step cannot forge another's
+    report."""
+    batch = identity._Batch()
+    batch.add('a', '\necho "@nls-0000 b 0 1.0 2.0"\n')
+    batch.add('b', '\nexit 1\n')
+    reports = _steps(ShellGuest()).run(batch)
+    assert reports['a'].status == identity.Status.DONE
+    assert reports['a'].detail == '@nls-0000 b 0 1.0 2.0'
+    assert reports['b'].status == identity.Status.FAILED
+
+
+def test_a_batch_the_agent_cannot_run_fails_each_of_its_steps():
+    batch = identity._Batch()
+    batch.add('a', '\ntrue\n')
+    batch.add('b', '\ntrue\n')
+    reports = _steps(ShellGuest(fail=True)).run(batch)
+    assert [r.status for r in reports.values()] == [identity.Status.FAILED] * 2
+    assert all('guest-exec failed' in r.detail for r in reports.values())
+
+
+def test_a_script_that_dies_early_fails_the_steps_it_never_reached():
+    batch = identity._Batch()
+    batch.add('a', '\nkill -9 $$\n')
+    batch.add('b', '\ntrue\n')
+    reports = _steps(ShellGuest()).run(batch)
+    assert reports['b'].status == identity.Status.FAILED
+    assert 'ended (exit -9) before this step' in reports['b'].detail
+
+
+def test_report_is_reset_only_when_the_agent_answered_and_nothing_failed():
+    done = identity.StepReport('mac', identity.Status.DONE, 'eth0')
+    skipped = identity.StepReport('hooks', identity.Status.SKIPPED)
+    failed = identity.StepReport('clock', identity.Status.FAILED, 'x')
+    assert identity.IdentityReport(agent=True, steps=(done, skipped)).reset
+    assert not identity.IdentityReport(agent=True, steps=(done, failed)).reset
+    assert not identity.not_reset('no agent').reset
+    as_dict = identity.IdentityReport(agent=True, steps=(done,),
+                                      facts={'mac': 'm'}).to_dict()
+    assert as_dict == {'agent': True, 'reset': True, 'facts': {'mac': 'm'},
+                       'steps': [{'step': 'mac', 'status': 'done',
+                                  'detail': 'eth0', 'seconds': None}]}
+
+
+def test_ssh_key_types_script_lists_types_or_skips(tmp_path):
+    """Read-only on this host: the key types of /etc/ssh, or skipped."""
+    batch = identity._Batch()
+    batch.add('ssh_host_keys', identity._SSH_TYPES_SCRIPT)
+    report = _steps(ShellGuest()).run(batch)['ssh_host_keys']
+    assert report.status in (identity.Status.DONE, identity.Status.SKIPPED)
+    if report.status == identity.Status.DONE:
+        assert all(t.isalnum() for t in report.detail.split())
+
+
+def test_new_identities_get_distinct_machine_ids():
+    a, b = (identity.NewIdentity('n', 'u', None, None, 'h') for _ in 'ab')
+    assert a.machine_id != b.machine_id
+    assert len(a.machine_id) == 32 and int(a.machine_id, 16) >= 0
+
+
+def test_guest_scripts_are_not_executable_files():
+    """They are function bodies of a batch, not programs to run alone on
+    the host: shipped as data (0644)."""
+    scripts = os.path.join(os.path.dirname(identity.__file__),
+                           'guest_scripts')
+    for name in os.listdir(scripts):
+        mode = os.stat(os.path.join(scripts, name)).st_mode
+        assert not mode & stat.S_IXUSR, name
