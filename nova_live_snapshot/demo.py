@@ -198,7 +198,9 @@ def _run_debian(session, clones, netns, warm_cpu_s):
              % (source_name, warm_cpu_s))
     t0 = time.monotonic()
     source = guest_image.boot(eng.host, source_name)
-    testbed.wait_ready(source, timeout=300)
+    # Generous: a Debian boot under TCG on a busy 2-core host took over
+    # five minutes.
+    testbed.wait_ready(source, timeout=900)
     workload.start_warm(source, warm_cpu_s)
     addr = waiting.wait_for(source.leased_ipv4, 300, interval=0.2,
                             what='a DHCP lease for %s' % source_name)
