@@ -206,7 +206,8 @@ def _run_debian(session, clones, netns, warm_cpu_s):
                             what='a DHCP lease for %s' % source_name)
     banner = workload.parse_warm(workload.wait_banner(
         netns, addr, workload.WARM_PORT,
-        workload.warm_prefix(source_name), t0 + 300 + 20 * warm_cpu_s))
+        workload.warm_prefix(source_name),
+        time.monotonic() + 300 + 20 * warm_cpu_s))
     result['cold_to_ready_s'] = round(time.monotonic() - t0, 2)
     result['cold_warmup_s'] = banner.warmup_s
     progress('source serving after %.1f s (of which warm-up %.1f s)'
