@@ -63,7 +63,8 @@ def read_identity(guest):
 
 def read_debian_identity(guest):
     """The identity rows of a Debian guest, read inside it."""
-    facts = testbed.read_identity(guest)
+    # A busy host makes the guest slow: a generous timeout.
+    facts = testbed.read_identity(guest, timeout=180)
     return {'mac': facts.get('mac'), 'hostname': facts.get('hostname'),
             'ssh_host_key': facts.get('ssh_ed25519'),
             'machine_id': facts.get('machine_id'),
