@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 export NLS_CACHE_DIR ?= /var/cache/nova-live-snapshot
 GUEST_DIR := $(NLS_CACHE_DIR)/guest
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean \
@@ -18,11 +20,14 @@ all: test
 host:
 	tools/setup-host.sh
 
-# The busybox guest (seconds to boot) and the real Debian guest (systemd,
-# sshd, networkd) the re-identification tests need.
+# The busybox guest (seconds to boot), the real Debian guest (systemd,
+# sshd, networkd) the re-identification tests need, and the apps guest (the
+# Debian guest with a JVM service and PostgreSQL) of the application
+# benchmarks.
 guest: host
 	tools/build-test-guest.sh $(GUEST_DIR) >/dev/null
 	tools/build-debian-guest.sh $(NLS_CACHE_DIR)/debian-guest >/dev/null
+	tools/build-debian-guest.sh --apps $(NLS_CACHE_DIR)/apps-guest >/dev/null
 
 venv: $(VENV)/.installed
 
@@ -34,13 +39,17 @@ $(VENV)/.installed: requirements.txt test-requirements.txt doc/requirements.txt 
 	tools/make-venv.sh $(VENV)
 	touch $@
 
+# DEMO_ARGS=--busybox: the busybox guest on QEMU's user-mode network.
 demo: venv guest
-	$(VENV)/bin/nova-live-snapshot demo
+	$(VENV)/bin/nova-live-snapshot demo $(DEMO_ARGS)
 
-# The full benchmark suite (about 10 minutes); results in bench-results/.
+# The full benchmark suite (about 25 minutes on a quiet 2-core machine, of
+# which the application sections on the apps guest take about 15); results
+# in bench-results/. BENCH_ARGS=--sections jvm,postgres runs some only.
 bench: venv guest
 	$(VENV)/bin/nova-live-snapshot bench --out bench-results \
-	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest
+	    --network nls-test --debian-guest-dir $(NLS_CACHE_DIR)/debian-guest \
+	    --apps-guest-dir $(NLS_CACHE_DIR)/apps-guest $(BENCH_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -14,6 +14,7 @@ __all__ = [
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
     'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateUnsafe',
     'NovaIncompatible',
+    'BenchmarkError',
 ]
 
 
@@ -176,3 +177,10 @@ class NovaIncompatible(LiveSnapshotError):
                '(tested with nova%(tested)s): %(missing)s. Install a Nova '
                'release in that range, or a nova-live-snapshot release made '
                'for Nova %(nova)s; the service does not start half-enabled.')
+
+
+class BenchmarkError(LiveSnapshotError):
+    """A benchmark could not measure what it measures (not a slow result:
+    benchmarks report speed, they never judge it)."""
+
+    msg_fmt = 'Benchmark: %(what)s failed: %(reason)s'

@@ -85,12 +85,13 @@ echo "forked=$(dmesg | grep -c 'crng reseeded due to virtual machine fork')"
 '''
 
 
-def read_identity(guest):
+def read_identity(guest, timeout=30):
     """The Debian guest's identity facts, read through its agent: mac,
     hostname, machine_id, ssh_<type> fingerprints, ipv4, sshd (listening
     sockets on port 22) and forked (how often the kernel reseeded its RNG
     on a VM generation ID change)."""
-    rc, out, err = guest.agent_exec(['/bin/sh', '-c', _IDENTITY_SCRIPT])
+    rc, out, err = guest.agent_exec(['/bin/sh', '-c', _IDENTITY_SCRIPT],
+                                    timeout=timeout)
     if rc:
         raise exception.GuestAgentError(
             domain=guest.name, reason='identity script failed: %s'

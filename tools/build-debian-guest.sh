@@ -5,8 +5,13 @@
 # guest agent, python3-minimal and the same in-memory workload as the busybox
 # guest. See tools/debian-guest/ for what goes into it and why.
 #
-# Usage: tools/build-debian-guest.sh [OUTDIR]
-#   OUTDIR defaults to ${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}/debian-guest.
+# Usage: tools/build-debian-guest.sh [--apps] [OUTDIR]
+#   OUTDIR defaults to ${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}/debian-guest
+#   (with --apps: .../apps-guest).
+#   --apps builds the apps guest instead: the same guest plus what
+#   tools/apps-guest/ adds (a JVM and a JIT-sensitive Java service,
+#   PostgreSQL 15 with a pgbench data set), a bigger disk and more RAM; see
+#   tools/apps-guest/README.md for why it is a guest of its own.
 #   The debootstrap tarball (every .deb the guest needs) is kept in
 #   ${NLS_CACHE_DIR:-...}/debian-debs; NLS_DEBIAN_REFRESH=1 downloads it anew
 #   (otherwise it is reused as long as the package list does not change).
@@ -40,7 +45,12 @@ self=$here/$(basename "${BASH_SOURCE[0]}")
 build_init build-debian-guest
 guest_src=$here/debian-guest
 cache_root=${NLS_CACHE_DIR:-/var/cache/nova-live-snapshot}
-set_outdir "$cache_root/debian-guest" "${1:-}"
+flavour=debian
+if [ "${1:-}" = --apps ]; then
+    flavour=apps
+    shift
+fi
+set_outdir "$cache_root/$flavour-guest" "${1:-}"
 deb_cache=$cache_root/debian-debs
 
 SUITE=bookworm
@@ -59,6 +69,20 @@ ROOT_START_MIB=$((BOOT_START_MIB + BOOT_MIB))
 ROOT_MIB=$((DISK_MIB - ROOT_START_MIB))
 MEMORY_MIB=512
 VCPUS=1
+# The apps guest: tools/apps-guest/ on top (packages, rootfs, configure.sh,
+# the Java service's source). Its pgbench data set (scale 4: 400,000
+# accounts, about 60 MiB with indexes) fits in shared_buffers.
+apps_src=$here/apps-guest
+PGBENCH_SCALE=4
+SHARED_BUFFERS_MB=128
+if [ "$flavour" = apps ]; then
+    HOSTNAME_=apps-guest
+    DISK_NAME=apps-guest.qcow2
+    DISK_MIB=2400
+    ROOT_MIB=$((DISK_MIB - ROOT_START_MIB))
+    MEMORY_MIB=1024
+    [ -d "$apps_src" ] || die "missing $apps_src"
+fi
 OUTPUTS=("$DISK_NAME" vmlinuz initrd.img guest.json)
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
@@ -70,6 +94,9 @@ OUTPUTS=("$DISK_NAME" vmlinuz initrd.img guest.json)
 # checks the mirror's Release signature.
 install_missing debootstrap debian-archive-keyring gpgv e2fsprogs dosfstools \
     mtools syslinux syslinux-common fdisk qemu-utils util-linux coreutils tar gzip
+# javac compiles the apps guest's Java service on the host: the guest then
+# needs only a JRE.
+[ "$flavour" = apps ] && install_missing openjdk-17-jdk-headless
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [ -s "$MBR_BIN" ] || die "missing $MBR_BIN (syslinux-common)"
@@ -77,7 +104,9 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 # --- Which packages ----------------------------------------------------------
 # The --include list: tools/debian-guest/packages without comments.
-mapfile -t include < <(sed 's/#.*//' "$guest_src/packages" | tr -s ' \t' '\n' | sed '/^$/d')
+package_lists=("$guest_src/packages")
+[ "$flavour" = apps ] && package_lists+=("$apps_src/packages")
+mapfile -t include < <(cat "${package_lists[@]}" | sed 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d')
 [ ${#include[@]} -gt 0 ] || die "$guest_src/packages lists no package"
 include_csv=$(IFS=,; echo "${include[*]}")
 debootstrap_args=(--variant="$VARIANT" --arch="$ARCH" --components=main
@@ -85,8 +114,12 @@ debootstrap_args=(--variant="$VARIANT" --arch="$ARCH" --components=main
 
 # The debootstrap tarball is named after what determines the package set it
 # resolves to (not the mirror: any bookworm mirror gives the same set).
+# One per flavour (the apps guest's is named apart, so that building one
+# flavour never drops the other's).
 tar_key=$(echo "$SUITE $ARCH $VARIANT main $include_csv" | sha256sum | cut -c1-12)
-tarball=$deb_cache/$SUITE-$ARCH-$VARIANT-$tar_key.tgz
+tar_prefix=$SUITE-$ARCH-$VARIANT-
+[ "$flavour" = apps ] && tar_prefix=${tar_prefix}apps-
+tarball=$deb_cache/$tar_prefix$tar_key.tgz
 # The sorted .deb file names the tarball holds; written once the tarball is
 # complete, so its presence means the tarball is usable.
 deblist=$tarball.debs
@@ -130,6 +163,14 @@ compute_stamp() {
         while IFS= read -r f; do
             echo "guest/$f $(stat -c %a "$guest_src/$f" | cut -c1) $(sha256_of "$guest_src/$f")"
         done < <(cd "$guest_src" && find . -type f | LC_ALL=C sort)
+        if [ "$flavour" = apps ]; then
+            while IFS= read -r f; do
+                echo "apps/$f $(stat -c %a "$apps_src/$f" | cut -c1) $(sha256_of "$apps_src/$f")"
+            done < <(cd "$apps_src" && find . -type f | LC_ALL=C sort)
+            echo "apps pgbench-scale $PGBENCH_SCALE shared-buffers $SHARED_BUFFERS_MB"
+            dpkg-query -W -f='host ${Package}=${Version}\n' openjdk-17-jdk-headless
+        fi
+        echo "flavour $flavour $DISK_MIB $MEMORY_MIB"
         echo "suite $SUITE $ARCH $VARIANT"
         sed 's/^/deb /' "$deblist"
         dpkg-query -W -f='host ${Package}=${Version}\n' syslinux syslinux-common
@@ -171,7 +212,7 @@ make_tarball() {
     mv -f "$part" "$tarball"
     mv -f "$part.debs" "$deblist"
     # Keep one tarball per package list... and drop those of older lists.
-    find "$deb_cache" -maxdepth 1 -name "$SUITE-$ARCH-$VARIANT-*.tgz*" \
+    find "$deb_cache" -maxdepth 1 -name "$tar_prefix????????????.tgz*" \
         ! -name "$(basename "$tarball")" ! -name "$(basename "$deblist")" -delete
     rm -rf "$mt"
     log "tarball: $(wc -l <"$deblist") packages, $(du -h "$tarball" | cut -f1)"
@@ -204,6 +245,12 @@ fi
 # and a policy-rc.d that keeps maintainer scripts from starting daemons (an
 # sshd started in the chroot would listen on the build host).
 cp -R --no-preserve=ownership "$guest_src/rootfs/." "$root/"
+if [ "$flavour" = apps ]; then
+    cp -R --no-preserve=ownership "$apps_src/rootfs/." "$root/"
+    mkdir -p "$root/usr/local/lib/nls-apps"
+    javac --release 17 -d "$root/usr/local/lib/nls-apps" "$apps_src/java/JitService.java" \
+        || die "javac JitService.java failed"
+fi
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 
@@ -224,6 +271,13 @@ install -m 0755 "$guest_src/configure.sh" "$root/tmp/configure.sh"
 mount -t proc proc "$root/proc"
 chroot "$root" "${chroot_env[@]}" /bin/sh /tmp/configure.sh "$machine_id" "$HOSTNAME_" \
     || die "configure.sh failed"
+if [ "$flavour" = apps ]; then
+    log "configuring the apps (PostgreSQL, pgbench data set)"
+    install -m 0755 "$apps_src/configure.sh" "$root/tmp/apps-configure.sh"
+    chroot "$root" "${chroot_env[@]}" /bin/sh /tmp/apps-configure.sh \
+        "$PGBENCH_SCALE" "$SHARED_BUFFERS_MB" || die "apps configure.sh failed"
+    rm -f "$root/tmp/apps-configure.sh"
+fi
 umount "$root/proc"
 rm -f "$root/tmp/configure.sh" "$root/usr/sbin/policy-rc.d"
 
@@ -316,6 +370,22 @@ rm -f "$raw"
 
 # --- guest.json ----------------------------------------------------------------
 cmdline=$(syslinux_cmdline)
+# What the apps guest serves (tools/apps-guest/README.md).
+apps_json() {
+    [ "$flavour" = apps ] || return 0
+    cat <<APPS
+
+  "apps": {
+    "jvm": {"unit": "jit-service.service", "port": 8081,
+            "java_version": "$(pkg_version openjdk-17-jre-headless)"},
+    "postgres": {"unit": "postgresql@15-main.service", "port": 5432,
+                 "database": "bench", "user": "postgres",
+                 "pgbench_scale": $PGBENCH_SCALE,
+                 "shared_buffers_mib": $SHARED_BUFFERS_MB,
+                 "version": "$(pkg_version postgresql-15)"}
+  },
+APPS
+}
 fp_json=$(IFS=,; echo "${fingerprints[*]}")
 fp_json=${fp_json//,/, }
 cat >"$stage/guest.json" <<EOF
@@ -343,6 +413,7 @@ cat >"$stage/guest.json" <<EOF
   "memory_mib": $MEMORY_MIB,
   "vcpus": $VCPUS,
   "machine": "pc",
+  "flavour": "$flavour",$(apps_json)
   "stamp": "$stamp"
 }
 EOF

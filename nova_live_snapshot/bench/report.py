@@ -3,7 +3,7 @@
 import json
 import os
 
-__all__ = ['write']
+__all__ = ['write', 'write_json']
 
 
 def _fmt(stats, unit='s', scale=1.0):
@@ -27,6 +27,32 @@ def _plots(result, out_dir):
         plt.close(fig)
         return name
 
+    if result.get('ready'):
+        files += _core_plots(plt, result, save)
+    if result.get('size'):
+        rows = result['size']
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for touched, label in ((False, 'idle guest'),
+                               (True, 'a quarter of the RAM touched')):
+            pts = [r for r in rows if bool(r['touched_mib']) == touched]
+            ax.plot([r['ram_mib'] for r in pts],
+                    [r['restore_s']['median'] for r in pts], 'o-',
+                    label=label)
+        ax.set_xlabel('guest RAM (MiB)')
+        ax.set_ylabel('restore, seconds (median)')
+        ax.legend()
+        ax.set_title('Restore time against RAM')
+        files.append(save(fig, 'restore-vs-ram.png'))
+    if result.get('warm_ready'):
+        files.append(save(_warm_plot(plt, result), 'ready-warm.png'))
+    if result.get('jvm_ready') or result.get('postgres_ready'):
+        files.append(save(_apps_plot(plt, result), 'ready-apps.png'))
+    return files
+
+
+def _core_plots(plt, result, save):
+    """Busybox time to ready, the restore floor and scale."""
+    files = []
     ready = result['ready']
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar(['cold boot', 'live clone'],
@@ -61,23 +87,42 @@ def _plots(result, out_dir):
     ax.legend()
     ax.set_title('Scale')
     files.append(save(fig, 'scale.png'))
-    if result.get('size'):
-        rows = result['size']
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for touched, label in ((False, 'idle guest'),
-                               (True, 'a quarter of the RAM touched')):
-            pts = [r for r in rows if bool(r['touched_mib']) == touched]
-            ax.plot([r['ram_mib'] for r in pts],
-                    [r['restore_s']['median'] for r in pts], 'o-',
-                    label=label)
-        ax.set_xlabel('guest RAM (MiB)')
-        ax.set_ylabel('restore, seconds (median)')
-        ax.legend()
-        ax.set_title('Restore time against RAM')
-        files.append(save(fig, 'restore-vs-ram.png'))
-    if result.get('warm_ready'):
-        files.append(save(_warm_plot(plt, result), 'ready-warm.png'))
     return files
+
+
+def _apps_plot(plt, result):
+    """Per application: cold boot split into boot-to-agent, start (until
+    the first answer) and warm-up (until 90 % of the warm throughput),
+    beside the clone."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    labels, boot, start, warm, clone = [], [], [], [], []
+    titles = []
+    for app in ('jvm', 'postgres'):
+        r = result.get('%s_ready' % app)
+        if not r:
+            continue
+        labels += ['%s: cold boot\n+ start + warm-up' % app,
+                   '%s: clone\n(captured warm)' % app]
+        agent = r['cold_boot_to_agent_s']['median']
+        first = r['cold_agent_to_first_answer_s']['median']
+        boot += [agent, 0]
+        start += [first, 0]
+        warm += [max(0.0, r['cold_s']['median'] - agent - first), 0]
+        clone += [0, r['clone_s']['median']]
+        titles.append('%s %.1fx' % (app, r['ratio_cold_over_clone']))
+    ax.bar(labels, boot, color='#999999', label='boot (until the agent '
+           'answers)')
+    ax.bar(labels, start, bottom=boot, color='#cccccc',
+           label='start (until the first answer)')
+    ax.bar(labels, warm, bottom=[b + s for b, s in zip(boot, start)],
+           color='#d08c2a', label='warm-up (until 90 % of warm throughput)')
+    ax.bar(labels, clone, color='#2a7ab0', label='clone: restore, '
+           're-identification, 90 % of warm throughput')
+    ax.set_ylabel('seconds (median)')
+    ax.set_title('Applications to ready: %s' % ', '.join(titles))
+    ax.legend(fontsize='x-small')
+    ax.tick_params(axis='x', labelsize='small')
+    return fig
 
 
 def _warm_plot(plt, result):
@@ -129,45 +174,12 @@ def markdown(result, plots=()):
             g.get('kernel_version')), '',
         'Medians (min-max, n) of repeated runs; both sides of every ratio '
         'were measured in the same run.', '']
-    r = result['ready']
-    lines += ['## Time to ready', '',
-              '| | |', '|---|---|',
-              '| cold boot to workload ready | %s |' % _fmt(r['cold_s']),
-              '| clone (restore, re-identification) to workload ready | %s |'
-              % _fmt(r['clone_s']),
-              '| **ratio cold / clone** | **%.2f** |'
-              % r['ratio_cold_over_clone'], '']
-    f = result['restore_floor']
-    lines += ['## Restore floor', '',
-              '| | |', '|---|---|',
-              '| QEMU start alone (domain created paused) | %s |'
-              % _fmt(f['start_paused_s']),
-              '| plain restore of an unmodified save image | %s |'
-              % _fmt(f['virsh_restore_s']),
-              '| engine restore (header rewrite, FIFO, define) | %s |'
-              % _fmt(f['engine_restore_s']),
-              '| engine spawn including re-identification | %s |'
-              % _fmt(f['engine_spawn_with_identity_s']),
-              '| **engine restore / plain restore** | **%.3f** |'
-              % f['spawn_over_virsh_restore'], '']
-    lines += ['## Capture', '', '| mode | source pause | capture total |',
-              '|---|---|---|']
-    for label, row in result['capture'].items():
-        lines.append('| %s | %s | %s |' % (
-            label, _fmt(row['pause_ms'], 'ms'), _fmt(row['capture_s'])))
-    lines += ['', 'Live-mode pauses are QEMU\'s STOP-to-RESUME event '
-              'timestamps; save mode stops the source for the whole save and '
-              'restore, timed around both calls.', '']
-    lines += ['## Scale', '',
-              '| clones | wall | per-clone restore | per-clone spawn | '
-              'RSS per clone | disk per clone | memory streams |',
-              '|---|---|---|---|---|---|---|']
-    for row in result['scale']:
-        lines.append('| %d | %.2f s | %s | %s | %.0f MiB | %.3f MiB | %d |' % (
-            row['clones'], row['wall_s'], _fmt(row['per_clone_restore_s']),
-            _fmt(row['per_clone_spawn_s']), row['per_clone_rss_mib'],
-            row['per_clone_disk_mib'], row['memory_stream_copies']))
-    lines.append('')
+    if result.get('errors'):
+        lines += ['## Sections that failed', ''] + [
+            '* %s: %s' % item for item in sorted(result['errors'].items())]
+        lines.append('')
+    if result.get('ready'):
+        lines += _core_lines(result)
     if result.get('size'):
         lines += ['## Size', ''] + _table(
             ('RAM', 'touched', 'memory image', 'pause', 'restore'),
@@ -254,9 +266,129 @@ def markdown(result, plots=()):
             lines += ['The same guest without the warm-up (previous '
                       'section): %.2f.'
                       % result['sshd_ready']['ratio_cold_over_clone'], '']
+    for app in ('jvm', 'postgres'):
+        if result.get('%s_ready' % app):
+            lines += _app_lines(result['%s_ready' % app])
     for name in plots:
         lines += ['![%s](%s)' % (name, name), '']
     return '\n'.join(lines)
+
+
+def _core_lines(result):
+    """Busybox time to ready, restore floor, capture and scale."""
+    lines = []
+    r = result['ready']
+    lines += ['## Time to ready', '',
+              '| | |', '|---|---|',
+              '| cold boot to workload ready | %s |' % _fmt(r['cold_s']),
+              '| clone (restore, re-identification) to workload ready | %s |'
+              % _fmt(r['clone_s']),
+              '| **ratio cold / clone** | **%.2f** |'
+              % r['ratio_cold_over_clone'], '']
+    f = result['restore_floor']
+    lines += ['## Restore floor', '',
+              '| | |', '|---|---|',
+              '| QEMU start alone (domain created paused) | %s |'
+              % _fmt(f['start_paused_s']),
+              '| plain restore of an unmodified save image | %s |'
+              % _fmt(f['virsh_restore_s']),
+              '| engine restore (header rewrite, FIFO, define) | %s |'
+              % _fmt(f['engine_restore_s']),
+              '| engine spawn including re-identification | %s |'
+              % _fmt(f['engine_spawn_with_identity_s']),
+              '| **engine restore / plain restore** | **%.3f** |'
+              % f['spawn_over_virsh_restore'], '']
+    b = f.get('breakdown')
+    if b:
+        lines += ['Where the engine\'s restore spends more than a plain one '
+                  '(the plain save image restored again, one engine part '
+                  'added at a time, in the same rounds):', '',
+                  ] + _table(('part', 'time'), [
+                      ('restore through the engine\'s FIFO feeder (header '
+                       'rewritten, stream spliced)',
+                       _fmt(b['fifo_restore_s'])),
+                      ('the same, paused, link forced down, resumed',
+                       _fmt(b['fifo_restore_link_toggle_s'])),
+                      ('define (the persistent definition)',
+                       _fmt(b['define_s'])),
+                      ('FIFO over file (medians)',
+                       '%.3f s' % b['fifo_over_file_s']),
+                      ('link toggle (medians)', '%.3f s' % b['link_toggle_s']),
+                      ('rest of the engine restore (XML preparation, '
+                       'lookups)', '%.3f s' % b['rest_s'])])
+    lines += ['## Capture', '', '| mode | source pause | capture total |',
+              '|---|---|---|']
+    for label, row in result['capture'].items():
+        lines.append('| %s | %s | %s |' % (
+            label, _fmt(row['pause_ms'], 'ms'), _fmt(row['capture_s'])))
+    lines += ['', 'Live-mode pauses are QEMU\'s STOP-to-RESUME event '
+              'timestamps; save mode stops the source for the whole save and '
+              'restore, timed around both calls.', '']
+    lines += ['## Scale', '',
+              '| clones | wall | per-clone restore | per-clone spawn | '
+              'RSS per clone | disk per clone | memory streams |',
+              '|---|---|---|---|---|---|---|']
+    for row in result['scale']:
+        lines.append('| %d | %.2f s | %s | %s | %.0f MiB | %.3f MiB | %d |' % (
+            row['clones'], row['wall_s'], _fmt(row['per_clone_restore_s']),
+            _fmt(row['per_clone_spawn_s']), row['per_clone_rss_mib'],
+            row['per_clone_disk_mib'], row['memory_stream_copies']))
+    lines.append('')
+    return lines
+
+
+_APP_TITLES = {
+    'jvm': ('a JVM service that warms up its JIT',
+            'The Java service (tools/apps-guest/java/JitService.java) runs '
+            'the same pure-Java hot path per request; one client in the test '
+            'network\'s namespace sends one request after the other.'),
+    'postgres': ('PostgreSQL 15 with a warm buffer cache',
+                 'pgbench -S (select only, one client) from the host\'s '
+                 'postgresql-client in the test network\'s namespace, '
+                 'against the guest\'s pgbench data set.'),
+}
+
+
+def _app_lines(r):
+    title, how = _APP_TITLES[r['app']]
+    unit = r['rate_unit']
+    lines = ['## Apps guest: %s' % title, '',
+             '%s Rates per %g s window. The source ran under load for %g s '
+             'from its first answer (at least %g, at most %g, until its rate '
+             'stopped growing); its mean rate over the last %g s, '
+             '%.1f %s, is the warm throughput (%.2f times the %g s before '
+             'it). Ready: the start of the first %g s whose mean rate is '
+             'at %d %% of the warm throughput or above. The service starts '
+             'through the guest agent as soon as the agent answers; the '
+             'source is captured warm.' % (
+                 how, r['window_s'], r['warm_s'], r['warm_min_s'],
+                 r['warm_max_s'], r['warm_span_s'],
+                 r['warm_rate'], unit, r['warm_growth'] or 0,
+                 r['warm_span_s'], r['ready_span_s'],
+                 100 * r['ready_fraction']), '',
+             ] + _table(('', ''), [
+                 ('cold: boot until the agent answers',
+                  _fmt(r['cold_boot_to_agent_s'])),
+                 ('cold: start until the first answer',
+                  _fmt(r['cold_agent_to_first_answer_s'])),
+                 ('cold: warm-up, first answer to ready',
+                  _fmt(r['cold_warmup_s'])),
+                 ('cold: rate over the first %g s' % r['ready_span_s'],
+                  _fmt(r['cold_first_span_rate'], unit)),
+                 ('warm rate over the cold first %g s' % r['ready_span_s'],
+                  str(r['warm_over_cold_first_span'])),
+                 ('cold boot, start and warm-up until ready',
+                  _fmt(r['cold_s'])),
+                 ('clone (captured warm): spawn start to its first answer',
+                  _fmt(r['clone_first_answer_s'])),
+                 ('clone until ready on its new address', _fmt(r['clone_s'])),
+                 ('clone: rate over its first %g s' % r['ready_span_s'],
+                  _fmt(r['clone_first_span_rate'], unit)),
+                 ('every clone resumed its source\'s process',
+                  'yes' if r['clones_resumed_source'] else '**no**'),
+                 ('**ratio cold / clone**',
+                  '**%.2f**' % r['ratio_cold_over_clone'])])
+    return lines + _profile_lines(r.get('clone_profile'))
 
 
 def _table(heads, rows):
@@ -286,11 +418,18 @@ def _profile_lines(profile):
     return lines
 
 
+def write_json(result, out_dir):
+    """Write ``result.json`` alone (a checkpoint during a run)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'result.json')
+    with open(path + '.part', 'w') as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    os.replace(path + '.part', path)
+
+
 def write(result, out_dir):
     """Write ``result.json``, the plots and ``report.md`` into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'result.json'), 'w') as f:
-        json.dump(result, f, indent=2, sort_keys=True)
+    write_json(result, out_dir)
     plots = _plots(result, out_dir)
     with open(os.path.join(out_dir, 'report.md'), 'w') as f:
         f.write(markdown(result, plots))

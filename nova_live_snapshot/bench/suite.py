@@ -5,6 +5,7 @@ Each measurement returns plain data; :func:`run` assembles the result that
 """
 
 import contextlib
+import logging
 import os
 import platform
 import shutil
@@ -13,15 +14,19 @@ import subprocess
 import time
 import uuid as uuidlib
 
+from nova_live_snapshot.bench import apps as apps_mod
 from nova_live_snapshot.bench import lazy as lazy_mod
 from nova_live_snapshot.bench import workload
+from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
 from nova_live_snapshot import waiting
 
-__all__ = ['run']
+__all__ = ['SECTIONS', 'run']
+
+LOG = logging.getLogger(__name__)
 
 
 def _stats(values):
@@ -125,10 +130,12 @@ class Bench:
         save image of the same guest, and against starting it paused; one
         of each per round, so that all see the same load."""
         engine_s, spawn_s, plain_s, paused_s = [], [], [], []
+        parts = {'fifo': [], 'fifo_link_toggle': [], 'define': []}
         # A plain save image: save a source, then restore it as it is.
         guest, _ = self.boot_ready('plain')
         save_path = os.path.join(self.guest_image.work_dir, guest.name,
                                  'plain.save')
+        fifo_dir = os.path.dirname(save_path)
         for _ in range(reps):
             (clone,) = self.engine.spawn(image_name, exact_copy=True)
             engine_s.append(clone.restore_s)
@@ -138,6 +145,7 @@ class Bench:
             self.host.restore(save_path)
             plain_s.append(time.monotonic() - started)
             guest = self.host.lookup(guest.name)
+            guest = self._restore_parts(guest, save_path, fifo_dir, parts)
             # The same domain (own overlay and log), started paused: QEMU's
             # start-up, which every restore pays too.
             name = self.name('paused')
@@ -152,7 +160,19 @@ class Bench:
         eng, plain, paused = (statistics.median(engine_s),
                               statistics.median(plain_s),
                               statistics.median(paused_s))
-        return {'engine_restore_s': _stats(engine_s),
+        fifo, toggle, define = (statistics.median(parts[k]) for k in
+                                ('fifo', 'fifo_link_toggle', 'define'))
+        return {'breakdown': {
+                    # The engine's restore, one part at a time, each added
+                    # to a plain restore of the same save image.
+                    'fifo_restore_s': _stats(parts['fifo']),
+                    'fifo_restore_link_toggle_s': _stats(
+                        parts['fifo_link_toggle']),
+                    'define_s': _stats(parts['define']),
+                    'fifo_over_file_s': round(fifo - plain, 3),
+                    'link_toggle_s': round(toggle - fifo, 3),
+                    'rest_s': round(eng - toggle - define, 3)},
+                'engine_restore_s': _stats(engine_s),
                 'engine_spawn_with_identity_s': _stats(spawn_s),
                 'virsh_restore_s': _stats(plain_s),
                 'start_paused_s': _stats(paused_s),
@@ -160,8 +180,42 @@ class Bench:
                 'engine_above_floor_s': round(eng - plain, 3),
                 'virsh_restore_above_qemu_start_s': round(plain - paused, 3)}
 
+    def _restore_parts(self, guest, save_path, fifo_dir, parts):
+        """Restore the plain save image again as the engine restores a
+        clone, one part more each time: through the engine's FIFO feeder
+        (header rewritten, the stream spliced; the same XML), then also
+        paused with the link toggled down and resumed, then the define the
+        engine makes; returns the running domain."""
+        with open(save_path, 'rb') as f:
+            save = saveimage.read(f, os.fstat(f.fileno()).st_size,
+                                  save_path)
+        mac = guest.interface_macs()[0]
+        for key, paused in (('fifo', False), ('fifo_link_toggle', True)):
+            guest.destroy()
+            started = time.monotonic()
+            clone_mod.restore(self.host, 'floor', save, save.domain_xml,
+                              save_path, fifo_dir, timeout=120,
+                              paused=paused)
+            guest = self.host.lookup(guest.name)
+            if paused:
+                guest.force_link_down(mac)
+                guest.resume()
+            parts[key].append(time.monotonic() - started)
+        guest.set_link_up(mac)
+        xml = guest.xml()
+        started = time.monotonic()
+        self.host.define(xml)
+        parts['define'].append(time.monotonic() - started)
+        guest.undefine()
+        return guest
+
     def capture_pause(self, guest, reps):
-        """Pause of the source per capture mode and memory placement."""
+        """Pause of the source per capture mode and memory placement.
+
+        ``guest`` serves the first variant; each other variant captures a
+        fresh source of its own: every capture of one source adds a layer
+        to its overlay's name, and libvirt 9.0 then refuses a path that
+        long ("File name too long") after about twenty captures."""
         variants = {
             'live_tmpfs': {},
             'live_disk': {'memory_staging': 'never'},
@@ -169,7 +223,9 @@ class Bench:
             'save_disk': {'capture_mode': 'save', 'memory_staging': 'never'},
         }
         out = {}
-        for label, overrides in variants.items():
+        for i, (label, overrides) in enumerate(variants.items()):
+            if i:
+                guest, _ = self.boot_ready('cap')
             eng = self.engine_for(**overrides)
             pauses, totals = [], []
             for _ in range(reps):
@@ -180,6 +236,8 @@ class Bench:
                 self.images.pop()
             out[label] = {'pause_ms': _stats(pauses),
                           'capture_s': _stats(totals)}
+            if i:
+                self.drop_source(guest)
         return out
 
     def size(self, sizes, reps):
@@ -347,6 +405,123 @@ class Bench:
                     2),
                 'clone_profile': _clone_profile(clones)}
 
+    def app_ready(self, guest_dir, netns, app_name, reps, warm_s,
+                  warm_max_s):
+        """On the apps guest, a real application (:mod:`.apps`): cold boot,
+        start through the agent once it answers, and warm-up under load
+        until the service answers at 90 % of its warm throughput, against a
+        clone of a source captured warm, until the clone answers at that
+        rate on its new address. The source runs under load from its first
+        answer for at least ``warm_s`` seconds and until its rate stopped
+        growing (the mean of its last :data:`.apps.WARM_SPAN_S` seconds at
+        most :data:`.apps.WARM_GROWTH` times that of the span before), or
+        ``warm_max_s``; that mean is the warm throughput every later cold
+        boot and every clone is timed against, from outside the guest.
+        """
+        image = self.debian(guest_dir)
+        app = apps_mod.APPS[app_name](image.meta['apps'][app_name])
+        ref, cold = {}, []
+        span = apps_mod.READY_SPAN_S
+
+        def ready(threshold):
+            return lambda s: s.ready_at(threshold, span) is not None
+
+        def warmed(series):
+            if series.elapsed() < warm_s:
+                return False
+            growth = series.growth(apps_mod.WARM_SPAN_S)
+            return (growth is not None and growth <= apps_mod.WARM_GROWTH
+                    or series.elapsed() >= warm_max_s)
+
+        def booted(guest, started):
+            wall0 = time.time() - (time.monotonic() - started)
+            waiting.wait_for(lambda: guest.agent_ping(timeout=2), 600,
+                             interval=0.2, what='the agent of %s'
+                             % guest.name)
+            agent_at = time.time()
+            app.start(guest)
+            addr = waiting.wait_for(guest.leased_ipv4, 300, interval=0.2,
+                                    what='a DHCP lease for %s' % guest.name)
+            deadline = time.monotonic() + 600 + warm_max_s
+            if not ref:
+                series = app.drive(netns, addr, guest.name, warmed,
+                                   deadline)
+                ref.update(rate=series.mean_rate(apps_mod.WARM_SPAN_S),
+                           growth=series.growth(apps_mod.WARM_SPAN_S),
+                           label=guest.name,
+                           marker=app.resumed_marker(series, netns, addr))
+                ref['warmed_s'] = series.elapsed()
+                self.progress('%s: %.1f %s after %.0f s under load (the '
+                              'last %.0f s over the %.0f s before: %.2f)' % (
+                                  app_name, ref['rate'], app.rate_unit,
+                                  ref['warmed_s'], apps_mod.WARM_SPAN_S,
+                                  apps_mod.WARM_SPAN_S, ref['growth'] or 0))
+            else:
+                series = app.drive(netns, addr, guest.name, ready(
+                    apps_mod.READY_FRACTION * ref['rate']), deadline)
+            ready_at = series.ready_at(apps_mod.READY_FRACTION * ref['rate'],
+                                       span)
+            first_at = series.windows[0][0] - app.window_s
+            cold.append({'ready_s': (ready_at or series.windows[-1][0])
+                         - wall0,
+                         'reached': ready_at is not None,
+                         'agent_s': agent_at - wall0,
+                         'first_answer_s': first_at - wall0,
+                         'first_rate': series.first_rate(span)})
+            return cold[-1]
+
+        def spawned(clone, started):
+            wall0 = time.time() - (time.monotonic() - started)
+            addr = clone.identity['facts']['ipv4'].split('/')[0]
+            threshold = apps_mod.READY_FRACTION * ref['rate']
+            series = app.drive(netns, addr, ref['label'], ready(threshold),
+                               time.monotonic() + 600)
+            return clone, {
+                'ready_s': series.ready_at(threshold, span) - wall0,
+                'first_answer_s': series.windows[0][0] - app.window_s
+                - wall0,
+                'first_rate': series.first_rate(span),
+                'resumed': app.resumed_marker(series, netns, addr)
+                == ref['marker']}
+
+        _, _, _, results = self.side_by_side(image, reps, app_name, booted,
+                                             spawned)
+        clones, measured = zip(*results)
+        cold_s = [c['ready_s'] for c in cold]
+        clone_s = [m['ready_s'] for m in measured]
+        first = statistics.median(c['first_rate'] for c in cold)
+        return {
+            'app': app_name, 'rate_unit': app.rate_unit,
+            'window_s': app.window_s, 'ready_span_s': span,
+            'warm_span_s': apps_mod.WARM_SPAN_S,
+            'warm_min_s': warm_s, 'warm_max_s': warm_max_s,
+            # How long the source ran under load before it was captured.
+            'warm_s': round(ref['warmed_s'], 1),
+            'ready_fraction': apps_mod.READY_FRACTION,
+            'warm_rate': round(ref['rate'], 2),
+            'warm_growth': ref['growth'] and round(ref['growth'], 3),
+            # The source's own boot is ready within its warm-up (the warm
+            # rate is its own mean): False would mean it never got there.
+            'source_reached_ready': cold[0]['reached'],
+            'cold_s': _stats(cold_s),
+            'cold_boot_to_agent_s': _stats([c['agent_s'] for c in cold]),
+            'cold_agent_to_first_answer_s': _stats(
+                [c['first_answer_s'] - c['agent_s'] for c in cold]),
+            'cold_warmup_s': _stats(
+                [c['ready_s'] - c['first_answer_s'] for c in cold]),
+            'cold_first_span_rate': _stats([c['first_rate'] for c in cold]),
+            'warm_over_cold_first_span': round(ref['rate'] / first, 2)
+            if first else None,
+            'clone_s': _stats(clone_s),
+            'clone_first_answer_s': _stats(
+                [m['first_answer_s'] for m in measured]),
+            'clone_first_span_rate': _stats(
+                [m['first_rate'] for m in measured]),
+            'clones_resumed_source': all(m['resumed'] for m in measured),
+            'ratio_cold_over_clone': round(
+                statistics.median(cold_s) / statistics.median(clone_s), 2),
+            'clone_profile': _clone_profile(clones)}
+
     def compression(self, formats, reps):
         """Memory image size and restore time per compression format.
 
@@ -481,15 +656,32 @@ def machine_facts(host):
             'accelerator': 'tcg'}
 
 
+# The suite's sections, in the order they run; ``run(sections=...)`` picks
+# some. "core" is the busybox time to ready, restore floor, capture pause and
+# scale, which share one source and its image.
+SECTIONS = ('core', 'size', 'compression', 'lazy', 'sshd', 'warm', 'jvm',
+            'postgres')
+
+
 def run(conf, quick=False, progress=print, debian_guest_dir=None,
-        netns='nls-test'):
+        netns='nls-test', apps_guest_dir=None, sections=None,
+        checkpoint=None):
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
     result dict (see ``doc/source/benchmarks.rst``).
 
     The Debian sections (until sshd answers; with a workload that warms up
-    before it serves) run when ``debian_guest_dir`` is given and
-    ``conf.clone_network`` names the test network in ``netns``.
+    before it serves) run when ``debian_guest_dir`` is given, the
+    application sections (a JVM, PostgreSQL) when ``apps_guest_dir`` is,
+    both only when ``conf.clone_network`` names the test network in
+    ``netns``. ``sections`` (names from :data:`SECTIONS`) runs only those.
+    ``checkpoint(result)``, if given, is called after each section, so that
+    a long run that is stopped keeps what it measured.
     """
+    sections = set(SECTIONS if sections is None else sections)
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise ValueError('unknown benchmark sections %s (known: %s)'
+                         % (', '.join(sorted(unknown)), ', '.join(SECTIONS)))
     bench = Bench(conf, progress)
     reps = 2 if quick else 5
     counts = [1, 2] if quick else [1, 2, 4, 8]
@@ -498,56 +690,115 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
     debian_reps = 2 if quick else 3
     warm_cpu_s = 5 if quick else 20
     result = {'quick': quick, 'machine': machine_facts(bench.host),
-              'guest': dict(bench.guest_image.meta)}
-    try:
-        progress('booting the source (cold)')
-        source, cold_s = bench.boot_ready()
-        testbed.read_workload(source)
-        progress('capturing')
-        image = bench.capture(source).image
-        progress('time to ready, cold boot against clone (%d each)' % reps)
-        result['ready'] = bench.ready(image.name, cold_s, reps)
-        result['ready_ratio_cold_over_clone'] = \
-            result['ready']['ratio_cold_over_clone']
-        progress('restore floor (%d each)' % reps)
-        result['restore_floor'] = bench.restore_floor(image.name, reps)
-        result['spawn_over_virsh_restore'] = \
-            result['restore_floor']['spawn_over_virsh_restore']
-        progress('capture pause (%d each)' % reps)
-        result['capture'] = bench.capture_pause(source, reps)
-        result['capture_pause_ms_median'] = \
-            result['capture']['live_tmpfs']['pause_ms']['median']
-        progress('scale %s' % counts)
-        result['scale'] = bench.scale(image, counts)
-        bench.drop_source(source)
+              'guest': dict(bench.guest_image.meta),
+              'sections': [name for name in SECTIONS if name in sections]}
+    on_network = bool(conf.clone_network)
+    debian = bool(debian_guest_dir and on_network)
+
+    def size():
         progress('restore time against RAM %s MiB' % sizes)
         result['size'] = bench.size(sizes, 1 if quick else 3)
+
+    def compression():
         progress('memory image compression %s' % formats)
         result['compression'] = bench.compression(formats, 1 if quick else 3)
+
+    def lazy():
         lazy_sizes = [128, 256] if quick else [128, 256, 1024]
         lazy_count = 2 if quick else 8
         progress('lazy against eager clones, %s MiB, %d concurrent'
                  % (lazy_sizes, lazy_count))
         result['lazy'] = lazy_mod.measure(bench, lazy_sizes, lazy_count,
                                           reps=2 if quick else 3)
-        if debian_guest_dir and conf.clone_network:
-            progress('Debian guest: cold boot against clone, until sshd '
-                     'answers (%d each)' % debian_reps)
-            result['sshd_ready'] = bench.sshd_ready(
-                debian_guest_dir, netns, debian_reps)
-            result['ready_ratio_cold_over_clone'] = \
-                result['sshd_ready']['ratio_cold_over_clone']
-            result['ready_ratio_guest'] = 'debian, sshd'
-            progress('Debian guest: cold boot and a %g s warm-up against '
-                     'clone, until the workload serves (%d each)'
-                     % (warm_cpu_s, debian_reps))
-            result['warm_ready'] = bench.warm_ready(
-                debian_guest_dir, netns, debian_reps, warm_cpu_s)
-            result['ready_ratio_cold_over_clone_warm'] = \
-                result['warm_ready']['ratio_cold_over_clone']
-            result['warmup_s'] = result['warm_ready']['warmup_s']['median']
-        else:
-            result['ready_ratio_guest'] = 'busybox, workload'
+
+    def sshd():
+        progress('Debian guest: cold boot against clone, until sshd '
+                 'answers (%d each)' % debian_reps)
+        result['sshd_ready'] = bench.sshd_ready(debian_guest_dir, netns,
+                                                debian_reps)
+        result['ready_ratio_cold_over_clone'] = \
+            result['sshd_ready']['ratio_cold_over_clone']
+        result['ready_ratio_guest'] = 'debian, sshd'
+
+    def warm():
+        progress('Debian guest: cold boot and a %g s warm-up against '
+                 'clone, until the workload serves (%d each)'
+                 % (warm_cpu_s, debian_reps))
+        result['warm_ready'] = bench.warm_ready(debian_guest_dir, netns,
+                                                debian_reps, warm_cpu_s)
+        result['ready_ratio_cold_over_clone_warm'] = \
+            result['warm_ready']['ratio_cold_over_clone']
+        result['warmup_s'] = result['warm_ready']['warmup_s']['median']
+
+    def app(name):
+        def measure():
+            progress('apps guest, %s: cold boot, start and warm-up against '
+                     'a clone captured warm, until it serves at %d %% of '
+                     'its warm throughput (%d each)'
+                     % (name, 100 * apps_mod.READY_FRACTION, debian_reps))
+            result['%s_ready' % name] = bench.app_ready(
+                apps_guest_dir, netns, name, debian_reps,
+                warm_s=60 if quick else 120,
+                warm_max_s=240 if quick else 600)
+            result['%s_ratio_cold_over_clone' % name] = \
+                result['%s_ready' % name]['ratio_cold_over_clone']
+        return measure
+
+    runnable = {
+        'core': lambda: _core(bench, result, reps, counts),
+        'size': size, 'compression': compression, 'lazy': lazy,
+        'sshd': sshd if debian else None, 'warm': warm if debian else None,
+        'jvm': app('jvm') if apps_guest_dir and on_network else None,
+        'postgres': app('postgres') if apps_guest_dir and on_network
+        else None}
+    if 'core' in sections:
+        result['ready_ratio_guest'] = 'busybox, workload'
+    try:
+        for name in SECTIONS:
+            if name in sections and runnable[name] is not None:
+                _run_section(bench, result, name, runnable[name])
+                if checkpoint is not None:
+                    checkpoint(result)
         return result
     finally:
         bench.close()
+
+
+def _run_section(bench, result, name, measure):
+    """Run one section; a section that fails is recorded in
+    ``result['errors']`` (and its traceback logged) so that the others
+    still run and a long run keeps what it measured. The command exits
+    non-zero when any section failed, and the smoke test asserts there
+    were none."""
+    try:
+        measure()
+    except Exception as e:  # noqa: B902 - recorded, reported, fails the run
+        LOG.exception('benchmark section %s failed', name)
+        bench.progress('section %s FAILED: %s' % (name, e))
+        result.setdefault('errors', {})[name] = '%s: %s' % (
+            type(e).__name__, e)
+
+
+def _core(bench, result, reps, counts):
+    """The sections that share the busybox source and its image."""
+    progress = bench.progress
+    progress('booting the source (cold)')
+    source, cold_s = bench.boot_ready()
+    testbed.read_workload(source)
+    progress('capturing')
+    image = bench.capture(source).image
+    progress('time to ready, cold boot against clone (%d each)' % reps)
+    result['ready'] = bench.ready(image.name, cold_s, reps)
+    result['ready_ratio_cold_over_clone'] = \
+        result['ready']['ratio_cold_over_clone']
+    progress('restore floor (%d each)' % reps)
+    result['restore_floor'] = bench.restore_floor(image.name, reps)
+    result['spawn_over_virsh_restore'] = \
+        result['restore_floor']['spawn_over_virsh_restore']
+    progress('capture pause (%d each)' % reps)
+    result['capture'] = bench.capture_pause(source, reps)
+    result['capture_pause_ms_median'] = \
+        result['capture']['live_tmpfs']['pause_ms']['median']
+    progress('scale %s' % counts)
+    result['scale'] = bench.scale(image, counts)
+    bench.drop_source(source)

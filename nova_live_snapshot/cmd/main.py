@@ -59,8 +59,18 @@ def _parser():
                    help='first remove the templates whose image is gone and '
                         'that no clone maps')
 
-    dm = sub.add_parser('demo', help='boot the test guest, capture it, '
-                                     'spawn clones, report')
+    dm = sub.add_parser('demo', help='boot the Debian test guest (or the '
+                                     'busybox one), capture it warm, spawn '
+                                     'clones, report')
+    dm.add_argument('--busybox', action='store_true',
+                    help="the busybox guest ([live_snapshot] test_guest_dir) "
+                         "on QEMU's user-mode network, instead of the "
+                         'Debian guest on the test network')
+    dm.add_argument('--netns', default='nls-test',
+                    help='network namespace the test network lives in')
+    dm.add_argument('--warm-cpu-s', type=float, default=10,
+                    help="seconds of CPU the Debian guest's workload warms "
+                         'up for before it serves')
     dm.add_argument('--clones', type=int, default=3)
     dm.add_argument('--json', action='store_true',
                     help='print the result as one JSON object')
@@ -90,6 +100,15 @@ def _parser():
                         'adds cold boot against clone until sshd answers, '
                         'and until a workload that warms up first serves '
                         '(needs --network)')
+    b.add_argument('--apps-guest-dir',
+                   help='the apps guest of tools/build-debian-guest.sh '
+                        '--apps: adds a JVM and PostgreSQL, cold boot, '
+                        'start and warm-up against a clone captured warm '
+                        '(needs --network)')
+    b.add_argument('--sections',
+                   help='comma-separated sections to run (default all): '
+                        'core, size, compression, lazy, sshd, warm, jvm, '
+                        'postgres')
     b.add_argument('--network',
                    help='libvirt network for the guests (the isolated '
                         'nls-test network of tools/setup-host.sh)')
@@ -124,7 +143,19 @@ def run(argv):
                               group='live_snapshot')
 
     if args.command == 'demo':
-        result = demo.run(opts, clones=args.clones, keep=args.keep)
+        netns = None
+        if not args.busybox:
+            # The Debian guest on the isolated test network, unless told
+            # otherwise.
+            cache = os.environ.get('NLS_CACHE_DIR',
+                                   '/var/cache/nova-live-snapshot')
+            conf.set_override('test_guest_dir', args.guest_dir or os.path.join(
+                cache, 'debian-guest'), group='live_snapshot')
+            conf.set_override('clone_network', args.network or 'nls-test',
+                              group='live_snapshot')
+            netns = args.netns
+        result = demo.run(opts, clones=args.clones, keep=args.keep,
+                          netns=netns, warm_cpu_s=args.warm_cpu_s)
         if args.json:
             _emit(result)
         else:
@@ -137,14 +168,18 @@ def run(argv):
         result = suite.run(opts, quick=args.quick,
                            progress=demo.Progress(sys.stderr),
                            debian_guest_dir=args.debian_guest_dir,
-                           netns=args.netns)
+                           netns=args.netns,
+                           apps_guest_dir=args.apps_guest_dir,
+                           sections=args.sections.split(',')
+                           if args.sections else None,
+                           checkpoint=lambda r: report.write_json(r, args.out))
         report.write(result, args.out)
         if args.json:
             _emit(result)
         else:
             with open(os.path.join(args.out, 'report.md')) as f:
                 print(f.read())
-        return 0
+        return 1 if result.get('errors') else 0
 
     eng = engine_mod.Engine(opts)
     if args.command == 'capture':

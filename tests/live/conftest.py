@@ -233,6 +233,18 @@ def debian_guest_dir():
 
 
 @pytest.fixture(scope='session')
+def apps_guest_dir():
+    """Where ``tools/build-debian-guest.sh --apps`` put the apps guest (a
+    JVM service, PostgreSQL); NLS_APPS_GUEST_DIR overrides it."""
+    guest_dir = os.environ.get('NLS_APPS_GUEST_DIR',
+                               os.path.join(CACHE, 'apps-guest'))
+    if not os.path.exists(os.path.join(guest_dir, 'guest.json')):
+        _unavailable('apps guest not built in %s '
+                     '(tools/build-debian-guest.sh --apps)' % guest_dir)
+    return guest_dir
+
+
+@pytest.fixture(scope='session')
 def debian(bed, debian_guest_dir):
     """The real Debian guest (systemd, sshd, qemu-guest-agent, networkd),
     booted on the test network with its workload ready, as a TestGuest and

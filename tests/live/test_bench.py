@@ -13,16 +13,16 @@ from nova_live_snapshot import conf as conf_mod
 
 
 @pytest.fixture(scope='module')
-def quick(bed, debian_guest_dir):
-    """One quick run of the whole suite, the Debian sections included, and
-    the directory its report was written to."""
+def quick(bed, debian_guest_dir, apps_guest_dir):
+    """One quick run of the whole suite, the Debian and application
+    sections included, and the directory its report was written to."""
     conf = conf_mod.derive(bed.conf,
                            image_dir=os.path.join(bed.root, 'bench-images'),
                            clone_dir=os.path.join(bed.root, 'bench-clones'))
     messages = []
     result = suite.run(conf, quick=True, progress=messages.append,
                        debian_guest_dir=debian_guest_dir,
-                       netns=bed.netns)
+                       netns=bed.netns, apps_guest_dir=apps_guest_dir)
     out = report.write(result, os.path.join(bed.root, 'bench-out'))
     with open(os.path.join(out, 'result.json')) as f:
         saved = json.load(f)
@@ -32,10 +32,12 @@ def quick(bed, debian_guest_dir):
 
 def test_quick_benchmark_writes_a_complete_report(quick):
     saved, out = quick
+    assert 'errors' not in saved, saved['errors']
     for key in ('ready_ratio_cold_over_clone', 'spawn_over_virsh_restore',
                 'capture_pause_ms_median', 'scale',
                 'ready_ratio_cold_over_clone_warm', 'warmup_s',
-                'compression'):
+                'compression', 'jvm_ratio_cold_over_clone',
+                'postgres_ratio_cold_over_clone'):
         assert saved[key] is not None, key
     assert [row['clones'] for row in saved['scale']] == [1, 2]
     # Both capture modes, memory on tmpfs and on disk.
@@ -57,12 +59,13 @@ def test_quick_benchmark_writes_a_complete_report(quick):
     assert by[(256, 64)] > by[(256, 0)] + 32
     assert by[(256, 0)] < 256
     for name in ('report.md', 'ready.png', 'restore-floor.png', 'scale.png',
-                 'restore-vs-ram.png', 'ready-warm.png'):
+                 'restore-vs-ram.png', 'ready-warm.png', 'ready-apps.png'):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     text = open(os.path.join(out, 'report.md')).read()
     for heading in ('ratio cold / clone', 'Memory image compression',
                     'until sshd answers', 'warms up before it serves',
-                    'Lazy against eager clones'):
+                    'Lazy against eager clones', 'warms up its JIT',
+                    'PostgreSQL 15 with a warm buffer cache'):
         assert heading in text, heading
 
 
@@ -145,3 +148,36 @@ def test_lazy_section_measured_both_modes_and_shared_the_template(quick):
     assert lazy['host_memory_lazy_over_eager'] == pytest.approx(
         large['lazy']['host_total_mib'] / large['eager']['host_total_mib'],
         abs=0.001)
+
+
+@pytest.mark.parametrize('app', ['jvm', 'postgres'])
+def test_application_sections_are_coherent(quick, app):
+    """Each application ran cold twice and from a clone twice; the cold
+    time contains the boot, the start and the warm-up, in that order; every
+    clone resumed its source's process (the JVM's token, the postmaster's
+    start time) instead of starting it again; the ratio is the medians'."""
+    saved, _ = quick
+    r = saved['%s_ready' % app]
+    assert r['app'] == app and r['warm_rate'] > 0
+    for key in ('cold_s', 'cold_boot_to_agent_s',
+                'cold_agent_to_first_answer_s', 'cold_warmup_s', 'clone_s',
+                'cold_first_span_rate', 'clone_first_span_rate',
+                'clone_first_answer_s'):
+        assert r[key]['n'] == 2, key
+    assert r['cold_boot_to_agent_s']['min'] > 0
+    assert r['cold_agent_to_first_answer_s']['min'] > 0
+    assert r['cold_warmup_s']['min'] >= 0
+    assert r['cold_s']['min'] > r['cold_boot_to_agent_s']['min']
+    assert r['clones_resumed_source'] is True
+    # The warm rate is the source's own mean: its boot got there.
+    assert r['source_reached_ready'] is True
+    # A clone answers after its spawn and is ready no sooner.
+    assert r['clone_first_answer_s']['min'] <= r['clone_s']['min']
+    # A clone answered no sooner than its spawn (restore and
+    # re-identification) ended.
+    assert r['clone_first_answer_s']['min'] >= \
+        r['clone_profile']['spawn_s']['min']
+    assert r['ratio_cold_over_clone'] == pytest.approx(
+        r['cold_s']['median'] / r['clone_s']['median'], abs=0.01)
+    assert saved['%s_ratio_cold_over_clone' % app] == \
+        r['ratio_cold_over_clone']
