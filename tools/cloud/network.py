@@ -25,6 +25,7 @@ checks ping and connect from the DHCP namespace).
 import contextlib
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -217,8 +218,32 @@ def cleanup(data_dir, log):
             log('removing namespace %s', ns)
             subprocess.run(['ip', 'netns', 'delete', ns], check=False,
                            capture_output=True)
-    if os.path.isdir(OVS_RUNDIR) and not _ovs_running():
-        shutil.rmtree(OVS_RUNDIR, ignore_errors=True)
+    if not _ovs_running():
+        _remove_datapath_devices(log)
+        if os.path.isdir(OVS_RUNDIR):
+            shutil.rmtree(OVS_RUNDIR, ignore_errors=True)
+
+
+# The devices OVS's userspace datapath makes as kernel taps in libvirtd's
+# namespace and leaves when ovs-vswitchd stops: its own ``ovs-netdev``, the
+# bridges' internal ports, and the ports Neutron names ``tap`` + the first 11
+# characters of a port id (the DHCP agent's, and any left by an
+# ovs-vswitchd restart before the agent moved them into ``qdhcp-``). Nova's
+# instance taps carry the same names but are gone with their domains;
+# libvirt's own networks use ``vnetN`` and their bridge, never these names.
+_DATAPATH_DEVICE = re.compile(
+    r'(ovs-netdev|%s|tap[0-9a-f]{8}-[0-9a-f]{2})\Z' % INTEGRATION_BRIDGE)
+
+
+def _remove_datapath_devices(log):
+    out = subprocess.run(in_netns(['ip', '-o', 'link', 'show']),
+                         capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        name = line.split(':')[1].strip().split('@')[0]
+        if _DATAPATH_DEVICE.match(name):
+            log('removing %s left by the userspace datapath', name)
+            subprocess.run(in_netns(['ip', 'link', 'delete', name]),
+                           capture_output=True, check=False)
 
 
 def _ovs_running():
