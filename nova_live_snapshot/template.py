@@ -533,11 +533,11 @@ class TemplateStore:
         allowed by the operator). Returns whether clones map it read-only."""
         readonly = self.ram_readonly()
         ram = os.path.join(partial, RAM)
-        gid = self.images.qemu_gid if self.images.qemu_gid is not None else 0
-        os.chown(ram, 0, gid)
-        mode = 0o440 if readonly else 0o660
-        os.chmod(ram, mode if self.images.qemu_gid is not None
-                 else mode & 0o700)
+        if readonly:
+            self.images.share_read_only(ram)
+        else:
+            os.chown(ram, 0, -1)
+            self.images.share_with_qemu(ram, 0o660)
         os.chown(os.path.join(partial, STATE), 0, 0)
         os.chmod(os.path.join(partial, STATE), 0o600)
         return readonly
