@@ -10,7 +10,11 @@ that address and the address is free again once the clone is gone. This
 is what Neutron does for a port (a fixed IP, served to its MAC only).
 
 Addresses come from the network's subnet outside its dynamic ranges, so
-that no dynamic lease can hold one. Several engines may reserve at once:
+that no dynamic lease can hold one, and never one that dnsmasq still holds
+leased: deleting a host entry does not end the lease served from it, and
+dnsmasq refuses a configured address that another MAC's lease holds (it
+would serve the clone some dynamic address instead). Several engines may
+reserve at once:
 libvirt refuses an entry whose MAC, name or address another entry has,
 and the next free address is tried.
 """
@@ -37,9 +41,10 @@ def _ipv4(root):
     return None
 
 
-def _free_addresses(network_xml):
+def _free_addresses(network_xml, leased=()):
     """Addresses of the network's subnet that no dynamic range covers and
-    no host entry, gateway or broadcast holds, in order."""
+    no host entry, lease (``leased``), gateway or broadcast holds, in
+    order."""
     root = etree.fromstring(network_xml.encode())
     ip = _ipv4(root)
     if ip is None:
@@ -52,6 +57,7 @@ def _free_addresses(network_xml):
               for r in ip.findall('dhcp/range')]
     taken = {gateway} | {ipaddress.IPv4Address(h.get('ip'))
                          for h in ip.findall('dhcp/host') if h.get('ip')}
+    taken |= {ipaddress.IPv4Address(a) for a in leased}
     return [a for a in subnet.hosts()
             if a not in taken and not any(lo <= a <= hi for lo, hi in ranges)]
 
@@ -82,12 +88,13 @@ def reserve(host, network, mac, name):
     """
     last = None
     for _ in range(_ATTEMPTS):
-        free = _free_addresses(host.network_xml(network))
+        free = _free_addresses(host.network_xml(network),
+                               host.dhcp_leased_addresses(network))
         if not free:
             raise exception.HypervisorError(
                 operation='reserve an address on network %s' % network,
-                reason='no address of its subnet outside the DHCP ranges '
-                       'is free')
+                reason='every address of its subnet outside the DHCP '
+                       'ranges has a host entry or an unexpired lease')
         try:
             host.update_dhcp_host(network, _entry(mac, name, free[0]))
         except exception.HypervisorError as e:

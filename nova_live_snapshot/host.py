@@ -178,6 +178,19 @@ class Host:
         with translate_errors('read network %s' % name):
             return self.get_connection().networkLookupByName(name).XMLDesc(0)
 
+    def dhcp_leased_addresses(self, network):
+        """The IPv4 addresses dnsmasq holds leased on ``network`` now.
+
+        A lease outlives the host entry it was served from (dnsmasq keeps
+        it until it expires), and dnsmasq will not serve a configured
+        address that another MAC's lease holds.
+        """
+        with translate_errors('read the DHCP leases of network %s' % network):
+            leases = self.get_connection().networkLookupByName(
+                network).DHCPLeases()
+        return {lease['ipaddr'] for lease in leases
+                if lease.get('type') == libvirt.VIR_IP_ADDR_TYPE_IPV4}
+
     def update_dhcp_host(self, network, host_xml, add=True):
         """Add (or delete) one ``<host>`` of the network's DHCP section,
         live and in its persistent definition; dnsmasq rereads its hosts.

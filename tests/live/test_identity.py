@@ -112,8 +112,8 @@ def test_a_clones_dhcp_entry_is_made_with_it_and_removed_with_it(
         bed, golden):
     """Each clone's address is a static host entry of the network (its
     MAC, its name, an address outside the dynamic range), there before
-    the clone's DHCP request and gone when the clone is destroyed: the
-    address is free for the next clone."""
+    the clone's DHCP request and gone when the clone is destroyed; its
+    lease is not, so the next clone takes another address."""
     result, _, _ = golden
     clones = bed.spawn(result.image.name, count=2)
     try:
@@ -133,6 +133,18 @@ def test_a_clones_dhcp_entry_is_made_with_it_and_removed_with_it(
     for clone in clones:
         assert dhcphost.static_address(xml, clone.name) is None
         assert clone.mac not in xml
+    # dnsmasq still holds the destroyed clones' leases (until they expire)
+    # and would not serve those addresses to another MAC: the next clone
+    # gets an address no lease holds, and leases exactly it.
+    leased = bed.host.dhcp_leased_addresses(NETWORK)
+    assert {c.address for c in clones} <= leased
+    later = bed.spawn(result.image.name, count=1)
+    try:
+        assert later[0].address not in leased
+        assert later[0].identity['facts']['ipv4'].split('/')[0] == \
+            later[0].address
+    finally:
+        bed.destroy_all(later)
 
 
 def test_a_restored_clone_is_off_the_network_until_re_identified(

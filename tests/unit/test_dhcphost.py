@@ -36,3 +36,12 @@ def test_a_network_without_dhcp_has_nothing_free():
     assert dhcphost._free_addresses(
         "<network><name>n</name><ip address='10.0.0.1' prefix='24'/>"
         "</network>") == []
+
+
+def test_an_address_still_leased_is_not_free():
+    """dnsmasq keeps a lease after its host entry is deleted and will not
+    serve that address to another MAC until it expires."""
+    free = [str(a) for a in dhcphost._free_addresses(
+        NETWORK, leased={'10.77.0.3', '10.77.5.5'})]
+    assert free[0] == '10.77.0.4'
+    assert '10.77.0.3' not in free
