@@ -248,17 +248,19 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
 
 
 def reidentify(guest, new, image_name, set_link_up, require_agent=True,
-               agent_timeout=30):
+               agent_timeout=30, prepared=None):
     """Give a restored clone identity ``new`` (:func:`identity.reset`).
 
     :param set_link_up: brings the clone's NIC link up once the guest has
         its new MAC and has forgotten the source's addresses.
+    :param prepared: :func:`identity.prepare` of ``new``, started before
+        the restore so that the host's part is ready when the guest is.
     :returns: the :class:`identity.IdentityReport`.
     :raises CloneSpawnFailed: the agent did not answer and
         ``require_agent`` is set, or a step failed.
     """
     report = identity.reset(guest, new, set_link_up,
-                            agent_timeout=agent_timeout)
+                            agent_timeout=agent_timeout, prepared=prepared)
     if not report.agent:
         if require_agent:
             raise exception.CloneSpawnFailed(
@@ -408,15 +410,19 @@ class CloneManager:
             # nobody; on a shared network it stays off it.
             link_up=exact_copy and self.network is None)
 
-    def _reidentify(self, verified, spec, guest):
+    @staticmethod
+    def _new_identity(verified, spec):
         old_mac = verified.domain.nics[0][1] if verified.domain.nics else None
-        new = identity.NewIdentity(
+        return identity.NewIdentity(
             name=spec.name, uuid=spec.uuid, mac=spec.mac, old_mac=old_mac,
             hostname=identity.hostname_for(spec.name))
+
+    def _reidentify(self, verified, new, guest, prepared):
         return reidentify(guest, new, verified.image.name,
-                          lambda: guest.set_link_up(spec.mac),
+                          lambda: guest.set_link_up(new.mac),
                           require_agent=self.require_agent,
-                          agent_timeout=self.agent_timeout)
+                          agent_timeout=self.agent_timeout,
+                          prepared=prepared)
 
     def _spawn_one(self, verified, name, exact_copy=False, template=None):
         image = verified.image
@@ -426,6 +432,12 @@ class CloneManager:
         guest = None
         address = None
         try:
+            new = prepared = None
+            if not exact_copy:
+                # The host's part (SSH host keys) is made while the clone
+                # is restored.
+                new = self._new_identity(verified, spec)
+                prepared = identity.prepare(new.hostname)
             if self.network:
                 # Before the restore: its DHCP request after the
                 # re-identification must find the entry.
@@ -450,7 +462,8 @@ class CloneManager:
             restore_s = round(time.monotonic() - started, 3)
             report = None
             if not exact_copy:
-                report = self._reidentify(verified, spec, guest).to_dict()
+                report = self._reidentify(verified, new, guest,
+                                          prepared).to_dict()
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
                           genid=guest.genid(), image=image.name, path=path,
                           spawn_s=round(time.monotonic() - started, 3),

@@ -11,31 +11,42 @@ identity):
    change what the guest uses); checked from inside.
 2. ``entropy``: the new VM generation ID is already there (kernels with
    CONFIG_VMGENID reseed on it); fresh host randomness is credited to the
-   guest's pool and the CRNG reseeded (``nls-reseed`` or python3), or at
-   least mixed in through ``/dev/urandom``.
+   guest's pool and the CRNG reseeded (``nls-reseed``, perl or python3), or
+   at least mixed in through ``/dev/urandom``. Before anything that starts
+   a process that talks on the network.
 3. ``hostname``: the clone's name, also in ``/etc/hostname`` and
    ``/etc/hosts``.
-4. ``ssh_host_keys``: old keys removed, new ones generated, sshd restarted.
+4. ``ssh_host_keys``: old keys removed, new ones of the same types put in
+   their place (made on the host while the clone was restored), a running
+   sshd reloaded (SIGHUP: it re-executes and reads the new keys before it
+   listens again) and its old listening sockets seen closed; after link up,
+   its new listening sockets checked.
 5. ``machine_id``: a new random ``/etc/machine-id``.
 6. ``clock``: set to the host's time: moved by the host-guest offset
    measured with ``guest-get-time`` (``date``), checked, and set with
    ``guest-set-time`` where that did not work.
 7. ``network``: the DHCP client that holds the source's lease stopped
-   (networkd: restarted, for the new machine-id's client identifier) while
-   the link is still down, then link up and a lease asked for with the new
-   MAC and identity.
+   (networkd: restarted, for the new machine-id's client identifier) and
+   seen gone, and the source's addresses flushed, while the link is still
+   down; then, only if no step failed, link up and a lease asked for with
+   the new MAC and identity.
 8. ``hooks``: executables in ``/etc/nova-live-snapshot/clone.d`` run last
    with the clone's name and UUID.
 
-Each step reports ``done``, ``skipped`` (the guest lacks what it acts on) or
-``failed``, with a detail, in an :class:`IdentityReport`.
+Each step reports ``done``, ``skipped`` (the guest lacks what it acts on,
+or, for the network and hooks, an earlier step failed) or ``failed``, with
+a detail, in an :class:`IdentityReport`.
 
 Under TCG every agent round trip and every process the guest starts costs
-0.05-0.5 s, so the guest-side steps run in a few guest scripts (one
-``guest-exec`` each) rather than one or more agent calls per step: the SSH
-key types, steps 1-3 while the host makes the SSH host keys, steps 4-6, then
-(link up) steps 7-8. Seeds and keys reach each script on its stdin, never on
-a command line.
+0.05-1 s in a freshly restored clone (its translated code is cold), so the
+guest does the minimum in two guest scripts (one ``guest-exec`` each):
+steps 1-6 and the first half of 7 with the link down, then, link up, the
+second halves of 7 and 4, and 8. The scripts read and write ``/proc`` and
+``/sys`` with shell built-ins rather than start ``hostname``, ``cat``,
+``grep`` or ``systemctl`` where they can, and restart nothing that a
+signal reloads. What can be made on the host is made there beforehand
+(:func:`prepare`). Seeds and keys reach the first script on its stdin,
+never on a command line.
 """
 
 import concurrent.futures
@@ -53,11 +64,12 @@ import time
 import uuid as uuidlib
 
 from nova_live_snapshot import exception
+from nova_live_snapshot import waiting
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Status', 'StepReport', 'IdentityReport', 'NewIdentity',
-           'reset', 'not_reset', 'hostname_for']
+           'prepare', 'reset', 'not_reset', 'hostname_for']
 
 HOOKS_DIR = '/etc/nova-live-snapshot/clone.d'
 _SKIP = 3           # exit code of a guest script: "not applicable here"
@@ -144,31 +156,83 @@ def guest_script(name):
     return '\n' + ''.join(lines)
 
 
+# A function mac.sh and dhcp-stop.sh use, prepended to each.
+_IFACE_SCRIPT = guest_script('iface-with-mac')
 _MAC_SCRIPT = guest_script('mac')
 _RESEED_SCRIPT = guest_script('reseed')
 _HOSTNAME_SCRIPT = guest_script('hostname')
-_SSH_TYPES_SCRIPT = guest_script('ssh-key-types')
+# A function both ssh scripts use, prepended to each.
+_SSHD_LISTENERS_SCRIPT = guest_script('sshd-listeners')
 _SSH_INSTALL_SCRIPT = guest_script('ssh-install-keys')
+_SSH_CHECK_SCRIPT = guest_script('ssh-check')
 _MACHINE_ID_SCRIPT = guest_script('machine-id')
 _CLOCK_SCRIPT = guest_script('clock')
 _DHCP_STOP_SCRIPT = guest_script('dhcp-stop')
 _DHCP_SCRIPT = guest_script('dhcp')
 _HOOKS_SCRIPT = guest_script('hooks')
 
+# The SSH host key types the host makes for every clone before it knows the
+# guest's (OpenSSH's defaults since 7.0); a type the guest has beyond these,
+# the guest makes itself.
+HOST_KEY_TYPES = ('ed25519', 'ecdsa', 'rsa')
 
-def _host_keys(types, hostname):
-    """Generate SSH host keys on this host: ``[(file name, bytes), ...]``."""
-    keys = []
+
+def _host_key(key_type, hostname):
+    """One SSH host key made on this host: ``(type, {file name: (bytes,
+    mode)}, fingerprint line)``."""
     with tempfile.TemporaryDirectory(prefix='nls-ssh-') as tmp:
-        for key_type in types:
-            path = os.path.join(tmp, 'ssh_host_%s_key' % key_type)
-            subprocess.run(['ssh-keygen', '-q', '-t', key_type, '-N', '',
-                            '-C', 'root@%s' % hostname, '-f', path],
-                           check=True, capture_output=True)
-            for suffix in ('', '.pub'):
-                with open(path + suffix, 'rb') as f:
-                    keys.append((os.path.basename(path) + suffix, f.read()))
-    return keys
+        name = 'ssh_host_%s_key' % key_type
+        path = os.path.join(tmp, name)
+        subprocess.run(['ssh-keygen', '-q', '-t', key_type, '-N', '',
+                        '-C', 'root@%s' % hostname, '-f', path],
+                       check=True, capture_output=True)
+        fingerprint = subprocess.run(
+            ['ssh-keygen', '-lf', path + '.pub'], check=True,
+            capture_output=True, text=True).stdout.strip()
+        files = {}
+        for suffix, mode in (('', 0o600), ('.pub', 0o644)):
+            with open(path + suffix, 'rb') as f:
+                files[name + suffix] = (f.read(), mode)
+    return key_type, files, fingerprint
+
+
+class Prepared:
+    """What the host makes for one clone before its guest answers: SSH host
+    keys of :data:`HOST_KEY_TYPES` (an RSA key takes seconds under TCG and
+    a few tenths natively), made concurrently in the background from the
+    moment :func:`prepare` is called, so that they are ready when the
+    guest script needs them. The caller starts it before the restore."""
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(HOST_KEY_TYPES), thread_name_prefix='nls-keys')
+        self._keys = [pool.submit(_host_key, t, hostname)
+                      for t in HOST_KEY_TYPES]
+        # The threads end with their key; nothing waits for them here.
+        pool.shutdown(wait=False)
+
+    def host_keys(self):
+        """``({file name: (bytes, mode)}, {type: fingerprint line})`` of the
+        keys made; a type whose generation failed is left out (the guest
+        makes it), and said so in the log."""
+        files, fingerprints = {}, {}
+        for future in self._keys:
+            try:
+                key_type, key_files, fingerprint = future.result()
+            except (OSError, subprocess.CalledProcessError) as e:
+                LOG.info('Host-side SSH key generation failed (%s); the '
+                         'guest makes its own', e)
+                continue
+            files.update(key_files)
+            fingerprints[key_type] = fingerprint
+        return files, fingerprints
+
+
+def prepare(hostname):
+    """Start making what re-identifying a clone called ``hostname`` needs
+    from the host (:class:`Prepared`); pass it to :func:`reset`."""
+    return Prepared(hostname)
 
 
 # The staging directory of a batch, as a step argument.
@@ -195,7 +259,8 @@ class _Batch:
 
     def __init__(self):
         self.steps = []     # (step, script, args)
-        self.files = {}     # name in the staging directory: bytes
+        self.files = {}     # name in the staging directory: bytes or
+        #                     (bytes, mode); mode 0600 by default
 
     def add(self, step, script, *args):
         self.steps.append((step, script, args))
@@ -234,9 +299,10 @@ class _Batch:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode='w') as tar:
             for name, data in self.files.items():
+                data, mode = data if isinstance(data, tuple) else (data, 0o600)
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
-                info.mode = 0o600
+                info.mode = mode
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
@@ -263,18 +329,29 @@ class _Steps:
         self.guest = guest
         self.identity = identity
         self.timeout = timeout
-        self.reports = []
+        self.reports = {}
         self.facts = {}
         self.dhcp_stop = None   # the report of stopping the DHCP client
+        self.sshd = None        # [PID, old listening inodes] after a SIGHUP
+        self.ssh = None         # the first half's report of ssh_host_keys
 
     def record(self, step, status, detail, seconds=None):
         report = StepReport(step, status, detail,
                             None if seconds is None else round(seconds, 3))
-        self.reports.append(report)
+        self.reports[step] = report
         log = LOG.warning if status == Status.FAILED else LOG.debug
         log('Clone %s: %s %s: %s', self.identity.name, step, status.value,
             detail)
         return report
+
+    def ordered(self):
+        """The reports in the order of :data:`STEPS`."""
+        return tuple(self.reports[step] for step in STEPS
+                     if step in self.reports)
+
+    def failed(self):
+        return [r.step for r in self.reports.values()
+                if r.status == Status.FAILED]
 
     def run(self, batch):
         """Run ``batch``; ``{step: StepReport}`` (not yet recorded)."""
@@ -319,19 +396,41 @@ class _Steps:
         guest_ns = self.guest.agent_command('guest-get-time')
         return (before + time.time_ns()) // 2 - guest_ns
 
-    # Steps 1-3 ---------------------------------------------------------------
+    # Link down: steps 1-6 and the first half of 7 ----------------------------
 
-    def identify(self):
-        """mac, entropy and hostname in one script; returns the guest's SSH
-        host key types, or a StepReport saying why there are none."""
+    def identify(self, prepared):
+        """mac, entropy, hostname, ssh_host_keys (install, sshd reload),
+        machine_id, clock and stopping the DHCP client, in this order, in
+        one guest script: the guest's whole new identity while its link is
+        still down."""
         batch = _Batch()
         nic = self.identity.old_mac and self.identity.mac
         if nic:
-            batch.add('mac', _MAC_SCRIPT, self.identity.old_mac,
-                      self.identity.mac)
+            batch.add('mac', _IFACE_SCRIPT + _MAC_SCRIPT,
+                      self.identity.old_mac, self.identity.mac)
+        # Before anything that starts a process that draws random numbers
+        # for the network (sshd, the DHCP client).
         batch.add('entropy', _RESEED_SCRIPT, _STAGED)
         batch.files = {'mix': os.urandom(64), 'credit': os.urandom(64)}
         batch.add('hostname', _HOSTNAME_SCRIPT, self.identity.hostname)
+        key_files, fingerprints = prepared.host_keys()
+        batch.files.update(key_files)
+        batch.add('ssh_host_keys',
+                  _SSHD_LISTENERS_SCRIPT + _SSH_INSTALL_SCRIPT, _STAGED,
+                  self.identity.hostname)
+        batch.add('machine_id', _MACHINE_ID_SCRIPT, self.identity.machine_id)
+        try:
+            offset = self.clock_offset_ns()
+        except exception.GuestAgentError:
+            offset = None
+        else:
+            batch.add('clock', _CLOCK_SCRIPT, '%s%d.%09d' % (
+                '-' if offset < 0 else '+', *divmod(abs(offset), 10 ** 9)))
+        if nic:
+            # Last: networkd must restart after the new machine-id and
+            # hostname, and with the CRNG reseeded.
+            batch.add('network', _IFACE_SCRIPT + _DHCP_STOP_SCRIPT,
+                      self.identity.mac)
         got = self.run(batch)
 
         if not nic:
@@ -341,6 +440,7 @@ class _Steps:
             if r.status == Status.DONE:
                 self.facts['interface'] = r.detail
                 self.facts['mac'] = self.identity.mac
+            self.dhcp_stop = got['network']
         r = got['entropy']
         if r.status != Status.FAILED:
             genid = self.guest.genid()
@@ -356,57 +456,42 @@ class _Steps:
         r = self.keep(got['hostname'])
         if r.status == Status.DONE:
             self.facts['hostname'] = self.identity.hostname
-
-    def ssh_key_types(self):
-        """The guest's SSH host key types, or the report of why none."""
-        batch = _Batch()
-        batch.add('ssh_host_keys', _SSH_TYPES_SCRIPT)
-        r = self.run(batch)['ssh_host_keys']
-        if r.status != Status.DONE:
-            return r
-        return [t for t in r.detail.split() if re.fullmatch(r'[a-z0-9]+', t)]
-
-    # Steps 4-6 ---------------------------------------------------------------
-
-    def secrets(self, types, keys):
-        """ssh_host_keys, machine_id and clock in one script.
-
-        :param types: the guest's key types, or the StepReport of why it
-            has none.
-        :param keys: future of the host-made keys (None without types).
-        """
-        batch = _Batch()
-        if isinstance(types, list):
-            batch.add('ssh_host_keys', _SSH_INSTALL_SCRIPT, _STAGED)
-            try:
-                batch.files = dict(keys.result())
-            except (OSError, subprocess.CalledProcessError) as e:
-                LOG.info('Host-side SSH key generation failed (%s); the guest '
-                         'generates its own', e)
-        batch.add('machine_id', _MACHINE_ID_SCRIPT, self.identity.machine_id)
-        try:
-            offset = self.clock_offset_ns()
-        except exception.GuestAgentError:
-            offset = None
-        else:
-            batch.add('clock', _CLOCK_SCRIPT, '%s%d.%09d' % (
-                '-' if offset < 0 else '+', *divmod(abs(offset), 10 ** 9)))
-        if self.facts.get('interface'):
-            # Last: networkd must restart after the new machine-id.
-            batch.add('network', _DHCP_STOP_SCRIPT, self.facts['interface'])
-        got = self.run(batch)
-        self.dhcp_stop = got.get('network')
-
-        if isinstance(types, list):
-            r = self.keep(got['ssh_host_keys'])
-            if r.status == Status.DONE:
-                self.facts['ssh_host_keys'] = r.detail.splitlines()
-        else:
-            self.keep(types)
+        self.ssh_keys(got['ssh_host_keys'], fingerprints)
         r = self.keep(got['machine_id'])
         if r.status == Status.DONE:
             self.facts['machine_id'] = r.detail
         self.clock(got.get('clock'))
+
+    def ssh_keys(self, report, fingerprints):
+        """Read the first half of ssh_host_keys; recorded now, completed
+        by :meth:`connect` when sshd was sent SIGHUP."""
+        self.ssh = report
+        if report.status != Status.DONE:
+            self.record('ssh_host_keys', report.status, report.detail,
+                        report.seconds)
+            return
+        lines = report.detail.splitlines()
+        fields = {line.split(' ', 1)[0]: line.split()[1:]
+                  for line in lines if line.split(' ', 1)[0] in
+                  ('types', 'made', 'sshd')}
+        made = fields.get('made', [])
+        keys = [fingerprints[t] for t in fields.get('types', [])
+                if t not in made]
+        keys += [line for line in lines
+                 if line.split(' ', 1)[0] not in ('types', 'made', 'sshd')]
+        sshd = fields.get('sshd', ['none'])
+        if sshd[0] == 'hup':
+            self.sshd = sshd[1:]
+            how = 'sshd %s reloaded (SIGHUP) with them' % sshd[1]
+        elif sshd[0] == 'restarted':
+            how = 'sshd restarted with them'
+        else:
+            how = 'no sshd running'
+        self.facts['ssh_host_keys'] = keys
+        self.record('ssh_host_keys', Status.DONE, '%s new (%s made in the '
+                    'guest); %s\n%s' % (' '.join(fields.get('types', [])),
+                                        ' '.join(made) or 'none', how,
+                                        '\n'.join(keys)), report.seconds)
 
     def clock(self, offset_report):
         """Keep the clock the script set when it is within tolerance of the
@@ -432,42 +517,58 @@ class _Steps:
         self.record('clock', Status.DONE, 'set with guest-set-time; %.3f s '
                     'from the host' % skew, time.monotonic() - started)
 
-    # Steps 7-8 ---------------------------------------------------------------
+    # Link up: the second half of 7, the sshd check, 8 ----------------------
 
     def connect(self, set_link_up, hooks_dir):
-        """Link up, then network and hooks in one script.
+        """Link up, then network, the reloaded sshd's check and hooks in one
+        script.
 
-        The link stays down when the source's DHCP client could not be
-        stopped: it would ask for the source's lease.
+        The link stays down, and the hooks do not run, when any step so far
+        failed: the clone fails, and it must not reach the network with
+        part of its source's identity (the DHCP client not stopped, the
+        source's MAC, its CRNG state...).
         """
         started = time.monotonic()
         ifc = self.facts.get('interface')
         stop = self.dhcp_stop
         network = None
-        if stop is not None and stop.status == Status.FAILED:
-            network = dataclasses.replace(stop, seconds=None, detail=(
-                'stopping the DHCP client, link left down: %s' % stop.detail))
+        failed = self.failed()
+        if failed:
+            network = StepReport('network', Status.FAILED, (
+                'link left down: %s failed' % ', '.join(failed)))
+            if stop is not None and stop.status == Status.FAILED:
+                network = dataclasses.replace(network, detail=(
+                    'stopping the DHCP client, link left down: %s'
+                    % stop.detail))
+            self.keep(network)
+            self.record('hooks', Status.SKIPPED, 'not run: %s failed'
+                        % ', '.join(failed))
+            return
+        try:
+            set_link_up()
+        except exception.LiveSnapshotError as e:
+            network = StepReport('network', Status.FAILED,
+                                 'link up: %s' % e)
         else:
-            try:
-                set_link_up()
-            except exception.LiveSnapshotError as e:
-                network = StepReport('network', Status.FAILED,
-                                     'link up: %s' % e)
-            else:
-                if not ifc:
-                    network = StepReport(
-                        'network', Status.SKIPPED, "no interface with the "
-                        "image's MAC was found in the guest")
-                elif stop.status == Status.SKIPPED:
-                    network = dataclasses.replace(stop, seconds=None, detail=(
-                        'no DHCP client known here (networkd, dhclient, '
-                        'udhcpc)'))
+            if not ifc or stop is None or stop.status == Status.SKIPPED:
+                network = StepReport(
+                    'network', Status.SKIPPED, "no interface with the "
+                    "image's MAC was found in the guest")
+        client = stop.detail.splitlines()[0] if stop is not None and \
+            stop.status == Status.DONE else None
+        if network is None and client == 'none':
+            network = StepReport('network', Status.SKIPPED, (
+                'no DHCP client known here (networkd, dhclient, udhcpc); '
+                "the source's addresses flushed"))
         # The step's time: stopping the client, the link, the lease.
         link_s = time.monotonic() - started + (
             (stop.seconds or 0.0) if stop is not None else 0.0)
         batch = _Batch()
         if network is None:
-            batch.add('network', _DHCP_SCRIPT, ifc, stop.detail)
+            batch.add('network', _DHCP_SCRIPT, ifc, client)
+        if self.sshd is not None:
+            batch.add('ssh_host_keys',
+                      _SSHD_LISTENERS_SCRIPT + _SSH_CHECK_SCRIPT, *self.sshd)
         batch.add('hooks', _HOOKS_SCRIPT, self.identity.name,
                   self.identity.uuid, hooks_dir)
         got = self.run(batch)
@@ -478,37 +579,44 @@ class _Steps:
             if len(lines) > 1 and lines[1].startswith('waited '):
                 t0, t1 = lines[1].split()[1:3]
                 self.facts['dhcp_wait_s'] = round(float(t1) - float(t0), 2)
+        if self.sshd is not None:
+            check = got['ssh_host_keys']
+            first = self.reports['ssh_host_keys']
+            seconds = (first.seconds or 0.0) + (check.seconds or 0.0)
+            if check.status == Status.DONE:
+                self.record('ssh_host_keys', Status.DONE, '%s; %s' % (
+                    first.detail, check.detail), seconds)
+            else:
+                self.record('ssh_host_keys', Status.FAILED,
+                            'keys replaced, but the reloaded sshd: %s'
+                            % check.detail, seconds)
         self.keep(got['hooks'])
 
 
 def reset(guest, identity, set_link_up, *, agent_timeout=30,
-          step_timeout=60, hooks_dir=HOOKS_DIR):
+          step_timeout=60, hooks_dir=HOOKS_DIR, prepared=None):
     """Give a freshly restored clone its own identity.
 
     :param guest: the clone's :class:`nova_live_snapshot.guest.Guest`
     :param identity: :class:`NewIdentity`
     :param set_link_up: callable that sets the clone's NIC link up (the clone
-        is restored with its link down)
+        is restored with its link down); not called when a step failed.
+    :param prepared: :func:`prepare` of ``identity``, started before the
+        restore; made here when not given.
     :returns: :class:`IdentityReport`, its steps in the order of
         :data:`STEPS`; when the agent never answers, the report says so
         (``agent`` False) and nothing was changed.
     """
-    deadline = time.monotonic() + agent_timeout
-    while not guest.agent_ping(timeout=2):
-        if time.monotonic() >= deadline:
-            return not_reset('the guest agent did not answer within %d s'
-                             % agent_timeout)
-        time.sleep(0.1)
+    prepared = prepared or prepare(identity)
+    try:
+        waiting.wait_for(lambda: guest.agent_ping(timeout=2), agent_timeout,
+                         interval=0.05, what='the guest agent of %s'
+                         % identity.name)
+    except TimeoutError:
+        return not_reset('the guest agent did not answer within %d s'
+                         % agent_timeout)
     steps = _Steps(guest, identity, step_timeout)
-    types = steps.ssh_key_types()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        keys = None
-        if isinstance(types, list):
-            # An RSA key takes about 0.5 s here: made while steps 1-3 run.
-            keys = pool.submit(_host_keys, types or ['ed25519'],
-                               identity.hostname)
-        steps.identify()
-        steps.secrets(types, keys)
+    steps.identify(prepared)
     steps.connect(set_link_up, hooks_dir)
-    return IdentityReport(agent=True, steps=tuple(steps.reports),
+    return IdentityReport(agent=True, steps=steps.ordered(),
                           facts=steps.facts)

@@ -12,9 +12,15 @@ import tenacity
 __all__ = ['wait_for']
 
 
-def wait_for(predicate, timeout, interval=0.1, what='condition', wake=None):
+def wait_for(predicate, timeout, interval=0.1, what='condition', wake=None,
+             max_interval=None):
     """Call ``predicate`` until it returns a true value or ``timeout``
     seconds have passed; an exception it raises ends the wait at once.
+
+    :param max_interval: when given, the pause between looks starts at
+        ``interval`` and grows by half each time up to this: for conditions
+        that may come at once or only after seconds, where each look has a
+        cost (a guest agent round trip takes the guest's CPU too).
 
     :param wake: a :class:`threading.Event` that an event callback sets
         when the condition may have changed (a libvirt event): the wait
@@ -26,7 +32,9 @@ def wait_for(predicate, timeout, interval=0.1, what='condition', wake=None):
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda value: not value),
         stop=tenacity.stop_after_delay(timeout),
-        wait=tenacity.wait_fixed(interval),
+        wait=tenacity.wait_fixed(interval) if max_interval is None else
+        tenacity.wait_exponential(multiplier=interval, exp_base=1.5,
+                                  min=interval, max=max_interval),
         sleep=_woken_by(wake) if wake is not None else tenacity.nap.sleep,
         retry_error_callback=lambda state: _timed_out(timeout, what))
     return retrying(predicate)

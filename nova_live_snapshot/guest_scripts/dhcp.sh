@@ -1,7 +1,7 @@
 #!/bin/sh
 # Step "network", second half, link up (the host has set the carrier): the
-# client dhcp-stop.sh named asks for a lease with the new identity; waits
-# for the address.
+# client dhcp-stop.sh named asks for a lease with the new identity (the
+# restarted networkd on its own); waits for the address, one ip a look.
 # $1: the interface, $2: the client. Prints the address, then
 # "waited <uptime before> <uptime after>".
 #
@@ -11,22 +11,29 @@
 # labels), never taken from the image.
 
 ifc=$1
-ip link set dev "$ifc" up
+flags=0
+read -r flags < "/sys/class/net/$ifc/flags"
+if [ $((flags & 1)) -eq 0 ]; then
+    ip link set dev "$ifc" up || exit 1
+fi
 read -r t0 _ < /proc/uptime
 case $2 in
     dhclient) dhclient -1 "$ifc" || exit 1 ;;
     udhcpc) udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script \
         >/dev/null 2>&1 || exit 1 ;;
 esac
-i=0
-while [ $i -lt 300 ]; do
-    addr=$(ip -o -4 addr show dev "$ifc" | awk '{print $4}' | head -n 1)
-    if [ -n "$addr" ]; then
+set -f
+while :; do
+    # "2: eth0    inet 10.77.0.2/16 brd ...": the fourth word.
+    # shellcheck disable=SC2046
+    set -- $(ip -o -4 addr show dev "$ifc")
+    if [ -n "${4:-}" ]; then
         read -r t1 _ < /proc/uptime
-        echo "$addr"
+        echo "$4"
         echo "waited $t0 $t1"
         exit 0
     fi
-    i=$((i + 1)); sleep 0.1
+    read -r now _ < /proc/uptime
+    [ $((${now%.*} - ${t0%.*})) -lt 60 ] || exit 1
+    sleep 0.05
 done
-exit 1

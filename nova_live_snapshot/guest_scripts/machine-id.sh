@@ -1,5 +1,5 @@
 #!/bin/sh
-# Step "machine_id": a new /etc/machine-id (and D-Bus's copy).
+# Step "machine_id": a new /etc/machine-id (and D-Bus's copy), read back.
 # $1: the new id (32 hex digits).
 #
 # Runs in the guest (POSIX sh: busybox and full distributions) as a step of
@@ -12,4 +12,6 @@ echo "$1" > /etc/machine-id || exit 1
 if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then
     echo "$1" > /var/lib/dbus/machine-id
 fi
-cat /etc/machine-id
+read -r id < /etc/machine-id
+[ "$id" = "$1" ] || exit 1
+echo "$id"

@@ -1,26 +1,89 @@
 #!/bin/sh
-# Step "ssh_host_keys": old host keys go, the new ones take their place with
-# sshd's modes, and sshd restarts with them. With no staged keys (no
-# ssh-keygen on the host) the guest makes its own.
-# $1: the batch's private directory, holding ssh_host_*_key[.pub].
+# Step "ssh_host_keys", first half, link still down: the old host keys go,
+# new ones of the same types take their place, and a running sshd reloads.
+# The host made ed25519, ecdsa and RSA keys (natively, in parallel with the
+# restore) and staged them with sshd's modes; a type the guest has and the
+# host did not make, the guest makes itself.
+# Reload: SIGHUP makes sshd close its listening sockets and re-execute
+# itself, and the new image reads the host keys before it listens again
+# (what "systemctl reload ssh" does, without a systemctl process or a
+# restart). The step waits until the old listening sockets are closed: from
+# then on no connection can reach an sshd holding the old keys (ssh-check.sh
+# checks the new listeners after link up). Without a pid file, systemctl
+# try-restart as before.
+# $1: the batch's private directory, holding ssh_host_*_key[.pub];
+# $2: the hostname for the comment of keys made here.
+# Prints "types T...", "made T..." (made here), "sshd hup PID INODE...",
+# "sshd restarted" or "sshd none", then the fingerprints of keys made here.
 #
 # Runs in the guest (POSIX sh: busybox and full distributions) as a step of
 # nova_live_snapshot.identity: "exit" ends the step, exit 3 means "not
 # applicable here". Arguments are engine-made (MACs, hex ids, hostname
 # labels), never taken from the image.
 
+command -v ssh-keygen >/dev/null 2>&1 || exit 3
+[ -d /etc/ssh ] || exit 3
 cd /etc/ssh || exit 1
-rm -f ssh_host_*key ssh_host_*key.pub
-set -- "$1"/ssh_host_*
-if [ -f "$1" ]; then
+staged=$1
+types=
+for f in ssh_host_*_key; do
+    [ -f "$f" ] || continue
+    t=${f#ssh_host_}
+    types="$types ${t%_key}"
+done
+[ -n "$types" ] || exit 3
+rm -f ssh_host_*key ssh_host_*key.pub || exit 1
+set --
+made=
+for t in $types; do
+    k=ssh_host_${t}_key
+    if [ -f "$staged/$k" ] && [ -f "$staged/$k.pub" ]; then
+        set -- "$@" "$staged/$k" "$staged/$k.pub"
+    else
+        ssh-keygen -q -t "$t" -N '' -C "root@$2" -f "$k" || exit 1
+        made="$made $t"
+    fi
+done
+if [ $# -gt 0 ]; then
     mv "$@" . || exit 1
+fi
+echo "types$types"
+echo "made$made"
+pid=
+[ -r /run/sshd.pid ] && read -r pid < /run/sshd.pid
+comm=
+[ -n "$pid" ] && read -r comm < "/proc/$pid/comm" 2>/dev/null
+if [ "$comm" = sshd ]; then
+    old=$(sshd_listeners "$pid") || exit 1
+    kill -HUP "$pid" || exit 1
+    i=0
+    while [ -n "$old" ]; do
+        open=
+        for t in /proc/net/tcp /proc/net/tcp6; do
+            [ -r "$t" ] || continue
+            # shellcheck disable=SC2034
+            while read -r sl loc rem st q tm rt uid to ino rest; do
+                for o in $old; do
+                    [ "$o" = "$ino" ] && open=1
+                done
+            done < "$t"
+        done
+        [ -z "$open" ] && break
+        i=$((i + 1))
+        [ $i -lt 1000 ] || { echo "sshd kept its old sockets"; exit 1; }
+        sleep 0.01
+    done
+    # One word an inode.
+    # shellcheck disable=SC2086
+    echo "sshd hup $pid" $old
+elif command -v systemctl >/dev/null 2>&1 && \
+        systemctl try-restart ssh.service sshd.service >/dev/null 2>&1; then
+    echo "sshd restarted"
 else
-    ssh-keygen -A >/dev/null || exit 1
+    echo "sshd none"
 fi
-chmod 600 ssh_host_*key
-chmod 644 ssh_host_*key.pub
-if command -v systemctl >/dev/null 2>&1; then
-    systemctl try-restart ssh.service sshd.service >/dev/null 2>&1 || true
+if [ -n "$made" ]; then
+    for t in $made; do
+        cat "ssh_host_${t}_key.pub"
+    done | ssh-keygen -lf -
 fi
-# One ssh-keygen for every key (0.2 s each under TCG).
-cat ssh_host_*_key.pub | ssh-keygen -lf -

@@ -50,6 +50,9 @@ class RestorePlan:
     facts: domainxml.DomainFacts = None
     restored_at: float = None   # time.monotonic() when QEMU ran (paused)
     restore_s: float = None     # define, config drive, restore
+    # identity.Prepared: the clone's SSH host keys, made while Nova builds
+    # and restores it.
+    identity: object = None
 
 
 def clone_xml(xml, machine, aliases, genid):
@@ -415,7 +418,8 @@ class LiveSnapshots:
         if reasons:
             raise exception.IncompatibleImage(image=record.disk_image,
                                               reasons='; '.join(reasons))
-        return RestorePlan(record=record)
+        return RestorePlan(record=record, identity=identity.prepare(
+            identity.hostname_for(instance.hostname or instance.uuid)))
 
     @contextlib.contextmanager
     def memory_stream(self, context, plan):
@@ -537,7 +541,7 @@ class LiveSnapshots:
         report = clone_mod.reidentify(
             guest, new, plan.record.disk_image, set_link_up,
             require_agent=self.conf.require_guest_agent,
-            agent_timeout=self.conf.agent_timeout)
+            agent_timeout=self.conf.agent_timeout, prepared=plan.identity)
         return report.to_dict()
 
     # Recovery ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 systemd-networkd with DHCP on the shared test network. Four clones of one
 live image must share none of the identity that matters."""
 
+import subprocess
 import time
 
 import pytest
@@ -65,3 +66,29 @@ def test_debian_clocks_match_the_host(debian_clones):
     _, _, _, guests = debian_clones
     for g in guests:
         assert abs(g.agent_command('guest-get-time') - time.time_ns()) < 2e9
+
+
+def test_sshd_was_reloaded_and_offers_only_the_new_host_keys(
+        bed, debian_clones):
+    """sshd is reloaded (SIGHUP: it re-executes and reads the keys before
+    it listens again), not restarted. What it offers on each clone's new
+    address, asked from the test network, is that clone's new key of each
+    type, never the source's, and the report says how sshd took them."""
+    source, _, clones, guests = debian_clones
+    src = testbed.read_identity(source)
+    for clone, guest in zip(clones, guests):
+        keys = next(s for s in clone.identity['steps']
+                    if s['step'] == 'ssh_host_keys')
+        assert 'reloaded (SIGHUP)' in keys['detail'], keys
+        assert 'listens again' in keys['detail'], keys
+        ids = testbed.read_identity(guest)
+        addr = clone.identity['facts']['ipv4'].split('/')[0]
+        for key_type in ('ed25519', 'ecdsa', 'rsa'):
+            offered = bed.netns_run('ssh-keyscan', '-T', '30', '-t',
+                                    key_type, addr)
+            assert offered.strip(), (key_type, addr)
+            listed = subprocess.run(['ssh-keygen', '-lf', '-'],
+                                    input=offered, capture_output=True,
+                                    text=True, check=True).stdout.split()
+            assert listed[1] == ids['ssh_%s' % key_type], key_type
+            assert listed[1] != src['ssh_%s' % key_type], key_type

@@ -152,14 +152,77 @@ def test_report_is_reset_only_when_the_agent_answered_and_nothing_failed():
                                   'detail': 'eth0', 'seconds': None}]}
 
 
-def test_ssh_key_types_script_lists_types_or_skips(tmp_path):
-    """Read-only on this host: the key types of /etc/ssh, or skipped."""
+def test_staged_files_keep_their_modes(tmp_path):
+    """A public host key is staged 0644 and its private key 0600, so that
+    the guest moves them into place without a chmod process."""
     batch = identity._Batch()
-    batch.add('ssh_host_keys', identity._SSH_TYPES_SCRIPT)
-    report = _steps(ShellGuest()).run(batch)['ssh_host_keys']
-    assert report.status in (identity.Status.DONE, identity.Status.SKIPPED)
-    if report.status == identity.Status.DONE:
-        assert all(t.isalnum() for t in report.detail.split())
+    batch.add('show', '\nstat -c "%n %a" "$1"/k "$1"/k.pub\n',
+              identity._STAGED)
+    batch.files = {'k': (b'private', 0o600), 'k.pub': (b'public', 0o644)}
+    report = _steps(ShellGuest()).run(batch)['show']
+    modes = dict(line.split()[::-1] for line in report.detail.splitlines())
+    assert sorted(modes) == ['600', '644']
+    assert modes['600'].endswith('/k') and modes['644'].endswith('/k.pub')
+
+
+def test_host_made_keys_are_real_keys_with_their_fingerprints():
+    """The host makes ed25519, ecdsa and RSA host keys for a clone in the
+    background (ssh-keygen here); each comes with sshd's modes and the
+    fingerprint the report will show."""
+    files, fingerprints = identity.prepare('clone-1').host_keys()
+    assert sorted(fingerprints) == sorted(identity.HOST_KEY_TYPES)
+    for key_type, line in fingerprints.items():
+        name = 'ssh_host_%s_key' % key_type
+        private, mode = files[name]
+        public, pub_mode = files[name + '.pub']
+        assert (mode, pub_mode) == (0o600, 0o644)
+        assert b'PRIVATE KEY' in private
+        assert public.rstrip().endswith(b'root@clone-1')
+        listed = subprocess.run(['ssh-keygen', '-lf', '-'], input=public,
+                                capture_output=True, check=True).stdout
+        assert listed.decode().strip() == line
+
+
+def test_a_failed_step_keeps_the_link_down_and_the_hooks_unrun():
+    """When any step before the network failed, the link is never set up
+    (the clone fails: it must not reach the network with part of its
+    source's identity) and the report says why for both later steps."""
+    steps = _steps(ShellGuest(fail=True))
+    steps.record('mac', identity.Status.DONE, 'eth0')
+    steps.record('entropy', identity.Status.FAILED, 'exit 1: no /dev/random')
+    steps.facts['interface'] = 'eth0'
+    steps.dhcp_stop = identity.StepReport('network', identity.Status.DONE,
+                                          'networkd\neth0')
+    raised = []
+    steps.connect(lambda: raised.append('up'), '/nonexistent')
+    assert raised == []
+    reports = {r.step: r for r in steps.ordered()}
+    assert reports['network'].status == identity.Status.FAILED
+    assert 'link left down: entropy failed' in reports['network'].detail
+    assert reports['hooks'].status == identity.Status.SKIPPED
+    assert [r.step for r in steps.ordered()] == ['mac', 'entropy',
+                                                 'network', 'hooks']
+
+
+def test_ssh_report_names_the_keys_and_how_sshd_took_them():
+    """The guest's first half says which types it had, which it made
+    itself and that sshd was sent SIGHUP; the report lists the host-made
+    keys' fingerprints and the guest-made ones', and the reloaded sshd is
+    checked after link up."""
+    steps = _steps(ShellGuest())
+    first = identity.StepReport(
+        'ssh_host_keys', identity.Status.DONE,
+        'types ed25519 dsa\nmade dsa\nsshd hup 412 1001 1002\n'
+        '1024 SHA256:dsa root@clone-1 (DSA)', 0.5)
+    steps.ssh_keys(first, {'ed25519': '256 SHA256:ed root@clone-1 (ED25519)',
+                           'rsa': '3072 SHA256:rsa root@clone-1 (RSA)'})
+    assert steps.facts['ssh_host_keys'] == [
+        '256 SHA256:ed root@clone-1 (ED25519)',
+        '1024 SHA256:dsa root@clone-1 (DSA)']
+    assert steps.sshd == ['412', '1001', '1002']
+    report = steps.reports['ssh_host_keys']
+    assert report.status == identity.Status.DONE
+    assert 'sshd 412 reloaded (SIGHUP)' in report.detail
 
 
 def test_new_identities_get_distinct_machine_ids():

@@ -44,3 +44,20 @@ def test_an_event_wakes_the_wait_long_before_its_interval():
     finally:
         timer.cancel()
     assert time.monotonic() - started < 60
+
+
+def test_looks_come_further_apart_up_to_max_interval():
+    """With ``max_interval`` the pauses between looks grow by half from
+    ``interval`` up to it (an agent round trip per look costs the guest
+    CPU): sleeping never ends early, so each pause is at least that."""
+    looks = []
+
+    def look():
+        looks.append(time.monotonic())
+        return len(looks) == 8
+    assert waiting.wait_for(look, 60, interval=0.01, max_interval=0.04)
+    gaps = [b - a for a, b in zip(looks, looks[1:])]
+    expected = [min(0.01 * 1.5 ** k, 0.04) for k in range(len(gaps))]
+    assert all(gap >= want * 0.95 for gap, want in zip(gaps, expected)), gaps
+    # A fixed 10 ms pause would have made the last gap about 0.01 s.
+    assert gaps[-1] >= 0.038
