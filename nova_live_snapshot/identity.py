@@ -40,8 +40,9 @@ a detail, in an :class:`IdentityReport`.
 Under TCG every agent round trip and every process the guest starts costs
 0.05-1 s in a freshly restored clone (its translated code is cold), so the
 guest does the minimum in two guest scripts (one ``guest-exec`` each):
-steps 1-6 and the first half of 7 with the link down, then, link up, the
-second halves of 7 and 4, and 8. The scripts read and write ``/proc`` and
+steps 1-6 and the first half of 7 with the link down (7's half right
+after 5, so that a restarted networkd starts while 4 and 6 run), then,
+link up, the second halves of 7 and 4, and 8. The scripts read and write ``/proc`` and
 ``/sys`` with shell built-ins rather than start ``hostname``, ``cat``,
 ``grep`` or ``systemctl`` where they can, and restart nothing that a
 signal reloads. What can be made on the host is made there beforehand
@@ -399,10 +400,16 @@ class _Steps:
     # Link down: steps 1-6 and the first half of 7 ----------------------------
 
     def identify(self, prepared):
-        """mac, entropy, hostname, ssh_host_keys (install, sshd reload),
-        machine_id, clock and stopping the DHCP client, in this order, in
+        """mac, entropy, hostname, machine_id, stopping the DHCP client,
+        ssh_host_keys (install, sshd reload) and clock, in this order, in
         one guest script: the guest's whole new identity while its link is
-        still down."""
+        still down.
+
+        The DHCP client is stopped (networkd restarted, without waiting
+        for its start) as soon as what it sends is new (MAC, CRNG,
+        hostname, machine-id), so that the new networkd starts while the
+        other steps run; the link still comes up only after all of them.
+        """
         batch = _Batch()
         nic = self.identity.old_mac and self.identity.mac
         if nic:
@@ -413,12 +420,15 @@ class _Steps:
         batch.add('entropy', _RESEED_SCRIPT, _STAGED)
         batch.files = {'mix': os.urandom(64), 'credit': os.urandom(64)}
         batch.add('hostname', _HOSTNAME_SCRIPT, self.identity.hostname)
+        batch.add('machine_id', _MACHINE_ID_SCRIPT, self.identity.machine_id)
+        if nic:
+            batch.add('network', _IFACE_SCRIPT + _DHCP_STOP_SCRIPT,
+                      self.identity.mac)
         key_files, fingerprints = prepared.host_keys()
         batch.files.update(key_files)
         batch.add('ssh_host_keys',
                   _SSHD_LISTENERS_SCRIPT + _SSH_INSTALL_SCRIPT, _STAGED,
                   self.identity.hostname)
-        batch.add('machine_id', _MACHINE_ID_SCRIPT, self.identity.machine_id)
         try:
             offset = self.clock_offset_ns()
         except exception.GuestAgentError:
@@ -426,11 +436,6 @@ class _Steps:
         else:
             batch.add('clock', _CLOCK_SCRIPT, '%s%d.%09d' % (
                 '-' if offset < 0 else '+', *divmod(abs(offset), 10 ** 9)))
-        if nic:
-            # Last: networkd must restart after the new machine-id and
-            # hostname, and with the CRNG reseeded.
-            batch.add('network', _IFACE_SCRIPT + _DHCP_STOP_SCRIPT,
-                      self.identity.mac)
         got = self.run(batch)
 
         if not nic:

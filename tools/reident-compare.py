@@ -147,8 +147,7 @@ def one(eng, image, variant, module, old_exec, netns):
                 'restore_s': round(spawned - started, 3),
                 'steps': {s.step: [s.status.value, s.seconds]
                           for s in report.steps},
-                'failed': {s.step: s.detail for s in report.steps
-                           if s.status.value == 'failed'},
+                'details': {s.step: s.detail[:300] for s in report.steps},
                 'dhcp_wait_s': report.facts.get('dhcp_wait_s'),
                 'agent_commands': dict(guest.calls)}
     finally:

@@ -19,8 +19,9 @@ elif command -v perl >/dev/null 2>&1; then
     # RNDADDENTROPY (_IOW('R', 3, int[2])) and RNDRESEEDCRNG (_IO('R', 7)).
     # shellcheck disable=SC2016
     exec perl -e '
-open(my $m, "<", "$ARGV[0]/mix") and read($m, my $mix, 512) or die "mix: $!";
-open(my $c, "<", "$ARGV[0]/credit") and read($c, my $seed, 512) or die "seed: $!";
+my ($m, $c, $mix, $seed);
+open($m, "<", "$ARGV[0]/mix") and read($m, $mix, 512) or die "mix: $!";
+open($c, "<", "$ARGV[0]/credit") and read($c, $seed, 512) or die "seed: $!";
 open(my $r, ">", "/dev/random") or die "/dev/random: $!";
 syswrite($r, $mix) == length($mix) or die "mixing: $!";
 ioctl($r, 0x40085203, pack("ii", length($seed) * 8, length($seed)) . $seed)

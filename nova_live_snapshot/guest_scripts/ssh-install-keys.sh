@@ -1,6 +1,6 @@
 #!/bin/sh
-# Step "ssh_host_keys", first half, link still down: the old host keys go,
-# new ones of the same types take their place, and a running sshd reloads.
+# Step "ssh_host_keys", first half, link still down: new host keys of the
+# types the guest has replace the old ones, and a running sshd reloads.
 # The host made ed25519, ecdsa and RSA keys (natively, in parallel with the
 # restore) and staged them with sshd's modes; a type the guest has and the
 # host did not make, the guest makes itself.
@@ -32,14 +32,15 @@ for f in ssh_host_*_key; do
     types="$types ${t%_key}"
 done
 [ -n "$types" ] || exit 3
-rm -f ssh_host_*key ssh_host_*key.pub || exit 1
 set --
 made=
 for t in $types; do
     k=ssh_host_${t}_key
     if [ -f "$staged/$k" ] && [ -f "$staged/$k.pub" ]; then
+        # Replaced by a rename: never a moment without a key.
         set -- "$@" "$staged/$k" "$staged/$k.pub"
     else
+        rm -f "$k" "$k.pub" || exit 1
         ssh-keygen -q -t "$t" -N '' -C "root@$2" -f "$k" || exit 1
         made="$made $t"
     fi

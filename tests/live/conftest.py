@@ -25,6 +25,9 @@ CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
 # The isolated network tools/setup-host.sh creates in libvirtd's namespace.
 NETWORK = os.environ.get('NLS_NETWORK', 'nls-test')
 NETNS = os.environ.get('NLS_NETNS', 'nls-test')
+# How many clones of one image the identity tests compare (with their
+# source, that many guests plus one run at once; fewer on a shared host).
+CLONES = int(os.environ.get('NLS_IDENTITY_CLONES', '4'))
 
 
 def pytest_collection_modifyitems(items):

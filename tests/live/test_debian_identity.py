@@ -1,6 +1,7 @@
 """Re-identification on a real Debian guest: systemd, sshd, machine-id,
 systemd-networkd with DHCP on the shared test network. Four clones of one
-live image must share none of the identity that matters."""
+live image (NLS_IDENTITY_CLONES) must share none of the identity that
+matters."""
 
 import subprocess
 import time
@@ -9,13 +10,15 @@ import pytest
 
 from nova_live_snapshot import testbed
 
+from tests.live.conftest import CLONES
+
 
 @pytest.fixture(scope='module')
 def debian_clones(bed, debian):
     image, source = debian
     before = testbed.read_workload(source)
     live = bed.engine.capture(source.name, bed.name('debimg')).image
-    clones = bed.spawn(live.name, count=4)
+    clones = bed.spawn(live.name, count=CLONES)
     yield source, before, clones, [bed.host.lookup(c.name) for c in clones]
     bed.destroy_all(clones)
     bed.engine.delete_image(live.name)
@@ -45,7 +48,7 @@ def test_host_keys_machine_ids_hostnames_and_macs_all_differ(debian_clones):
     for key in ('mac', 'hostname', 'machine_id', 'ssh_ed25519', 'ssh_ecdsa',
                 'ssh_rsa'):
         values = [i[key] for i in ids]
-        assert len(set(values)) == 4, (key, values)
+        assert len(set(values)) == CLONES, (key, values)
         assert src[key] not in values, key
     assert [i['mac'] for i in ids] == [g.interface_macs()[0] for g in guests]
     # sshd was restarted with the new keys and listens.
@@ -56,7 +59,7 @@ def test_debian_clones_lease_distinct_addresses(bed, debian_clones):
     source, _, clones, guests = debian_clones
     src = testbed.read_identity(source)['ipv4']
     addrs = [testbed.read_identity(g)['ipv4'] for g in guests]
-    assert len(set(addrs)) == 4 and src not in addrs
+    assert len(set(addrs)) == CLONES and src not in addrs
     for addr in addrs:
         assert addr.startswith('10.77.')
         assert bed.ping(addr.split('/')[0]), addr
