@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import identity
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 from nova_live_snapshot import saveimage
 
 LOG = logging.getLogger(__name__)
@@ -311,18 +311,29 @@ class CloneManager:
         clones = []
         for entry in sorted(os.listdir(self.root)):
             try:
-                with open(self._record_path(entry)) as f:
-                    clone = Clone(**json.load(f))
-            except (OSError, ValueError, TypeError):
+                clone = self._read_record(entry)
+            except (OSError, ValueError):
                 continue
             if image is None or clone.image == image:
                 clones.append(clone)
         return clones
 
+    def _read_record(self, name):
+        """The clone's record.
+
+        :raises UnreadableRecord: also when it does not hold a clone's
+            fields.
+        """
+        path = self._record_path(name)
+        data = records.read(path)
+        try:
+            return Clone(**data)
+        except TypeError as e:
+            raise exception.UnreadableRecord(path=path, reason=str(e)) from None
+
     def get(self, name):
         try:
-            with open(self._record_path(name)) as f:
-                return Clone(**json.load(f))
+            return self._read_record(name)
         except FileNotFoundError:
             raise exception.CloneNotFound(name=name,
                                           clone_dir=self.root) from None
@@ -457,10 +468,7 @@ class CloneManager:
                           restore_s=restore_s, identity=report,
                           restore_mode='eager' if template is None else 'lazy',
                           address=address)
-            record = self._record_path(name)
-            with open(record + '.tmp', 'w') as f:
-                json.dump(clone.to_dict(), f)
-            os.rename(record + '.tmp', record)
+            records.write(self._record_path(name), clone.to_dict())
             LOG.info('Spawned clone %s of %s in %.2f s', name, image.name,
                      clone.spawn_s)
             return clone

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import glob
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 from nova_live_snapshot import template as template_mod
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
@@ -194,21 +194,22 @@ class Journal:
 
     def write(self, image_id, **entry):
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        path = self._path(image_id)
-        data = self.read(image_id) or {}
+        try:
+            data = self.read(image_id) or {}
+        except exception.UnreadableRecord as e:
+            # What it said is lost either way; what is written now holds.
+            LOG.warning('Replacing an unreadable capture journal: %s', e)
+            data = {}
         data.update(entry, image_id=image_id)
-        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                     0o600)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(path + '.tmp', path)
+        records.write(self._path(image_id), data)
 
     def read(self, image_id):
+        """The journal of capture ``image_id``, or None.
+
+        :raises UnreadableRecord: it cannot be trusted.
+        """
         try:
-            with open(self._path(image_id)) as f:
-                return json.load(f)
+            return records.read(self._path(image_id))
         except FileNotFoundError:
             return None
 
@@ -220,10 +221,12 @@ class Journal:
         for path in sorted(glob.glob(os.path.join(self.root,
                                                   '*.capture.json'))):
             try:
-                with open(path) as f:
-                    yield json.load(f)
-            except (OSError, ValueError):
-                LOG.warning('Removing unreadable capture journal %s', path)
+                yield records.read(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                LOG.warning('Removing unreadable capture journal %s: %s',
+                            path, e)
                 os.unlink(path)
 
 
