@@ -28,6 +28,7 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import protocol
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import records
 from nova_live_snapshot import template as template_mod
@@ -309,13 +310,13 @@ class LiveSnapshots:
             self.journal.write(image_id, memory_image=memory_image_id)
             source = image.manifest.source
             record = images.Record(
-                format=images.FORMAT, disk_image=image_id,
+                format=protocol.FORMAT, disk_image=image_id,
                 project_id=instance.project_id,
                 memory_image=memory_image_id,
                 memory_sha256=image.manifest.files['memory']['sha256'],
                 memory_size=str(image.manifest.files['memory']['size']),
-                disk_hash='%s:%s' % (images.DISK_HASH, liveimage.file_digest(
-                    image.disk_path, images.DISK_HASH)[0]),
+                disk_hash='%s:%s' % (protocol.DISK_HASH, liveimage.file_digest(
+                    image.disk_path, protocol.DISK_HASH)[0]),
                 memory_mib=str(source['memory_mib']),
                 vcpus=str(source['vcpus']),
                 machine=source['machine'],
@@ -324,7 +325,7 @@ class LiveSnapshots:
                 source_instance=instance.uuid,
                 created_at=image.manifest.data['created_at'])
             properties = record.properties(self.conf.signing_key)
-            properties['trait:%s' % images.TRAIT] = 'required'
+            properties['trait:%s' % protocol.TRAIT] = 'required'
             # One upload with the signed record: the image turns active
             # complete, never active and unsigned.
             with open(image.disk_path, 'rb') as f:
@@ -342,7 +343,7 @@ class LiveSnapshots:
                     domain=domain_name, reason='Glance stored the disk with '
                     'hash %s, the upload had %s (Glance must hash with %s, '
                     'its default)' % (stored[:24], record.disk_hash[:24],
-                                      images.DISK_HASH))
+                                      protocol.DISK_HASH))
             self.cache.add(memory_image_id, image.memory_path,
                            record.memory_sha256)
             LOG.info('Live image %s of %s: source paused %.0f ms, memory '
