@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import identity
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 from nova_live_snapshot import saveimage
 
 LOG = logging.getLogger(__name__)
@@ -139,27 +139,36 @@ def _pipe_max_size():
 
 
 class _Feeder(threading.Thread):
-    """Writes a clone's header, then splices the shared stream into a FIFO."""
+    """Writes a clone's header, then splices the shared stream into a FIFO.
+
+    Both ends of the FIFO are opened here, before the thread starts: a
+    reader of the feeder's own (``_holder``), which never reads, and then
+    the write end, which a reader lets open at once. So the thread never
+    waits in open() for libvirt, whether libvirt comes, comes late or never
+    (a restore refused before it opens the FIFO); and :meth:`release`,
+    closing the only other reader once libvirt's restore has returned,
+    ends a write that nobody will read with EPIPE. Bytes written before
+    libvirt opens its end wait in the pipe for it.
+    """
 
     def __init__(self, fifo, header, memory_path, offset, length):
         super().__init__(name='feed-%s' % os.path.basename(os.path.dirname(
             fifo)), daemon=True)
-        self.fifo = fifo
         self.header = header
         self.memory_path = memory_path
         self.offset = offset
         self.length = length
         self.error = None
-        self.opened = threading.Event()
+        self._holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK
+                               | os.O_CLOEXEC)
+        try:
+            self._fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self._holder)
+            raise
 
     def run(self):
-        try:
-            fd = os.open(self.fifo, os.O_WRONLY)   # waits for libvirt
-        except OSError as e:
-            self.error = e
-            return
-        finally:
-            self.opened.set()
+        fd = self._fd
         try:
             # QEMU reads the stream from this pipe: a 64 KiB pipe means a
             # context switch every 64 KiB. Ask for the largest an
@@ -184,11 +193,13 @@ class _Feeder(threading.Thread):
         finally:
             os.close(fd)
 
-    def unblock(self):
-        """Let a writer that waits for a reader that never came finish."""
-        if not self.opened.is_set():
-            with contextlib.suppress(OSError):
-                os.close(os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK))
+    def release(self):
+        """Close the feeder's own reader: once libvirt's restore has
+        returned (done or refused), nobody else reads, and a feeder still
+        writing ends with EPIPE instead of waiting for ever."""
+        if self._holder is not None:
+            os.close(self._holder)
+            self._holder = None
 
 
 def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
@@ -215,14 +226,16 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
                               compression=save.header.compression)
     fifo = os.path.join(fifo_dir, 'restore.fifo')
     os.mkfifo(fifo, 0o600)
-    feeder = _Feeder(fifo, header, memory_path, save.stream_offset,
-                     save.stream_size)
-    feeder.start()
     try:
-        host.restore(fifo, paused=paused or bool(links_down))
+        feeder = _Feeder(fifo, header, memory_path, save.stream_offset,
+                         save.stream_size)
+        feeder.start()
+        try:
+            host.restore(fifo, paused=paused or bool(links_down))
+        finally:
+            feeder.release()
+            feeder.join(timeout)
     finally:
-        feeder.unblock()
-        feeder.join(timeout)
         os.unlink(fifo)
     if feeder.is_alive():
         raise exception.CloneSpawnFailed(
@@ -313,18 +326,29 @@ class CloneManager:
         clones = []
         for entry in sorted(os.listdir(self.root)):
             try:
-                with open(self._record_path(entry)) as f:
-                    clone = Clone(**json.load(f))
-            except (OSError, ValueError, TypeError):
+                clone = self._read_record(entry)
+            except (OSError, ValueError):
                 continue
             if image is None or clone.image == image:
                 clones.append(clone)
         return clones
 
+    def _read_record(self, name):
+        """The clone's record.
+
+        :raises UnreadableRecord: also when it does not hold a clone's
+            fields.
+        """
+        path = self._record_path(name)
+        data = records.read(path)
+        try:
+            return Clone(**data)
+        except TypeError as e:
+            raise exception.UnreadableRecord(path=path, reason=str(e)) from None
+
     def get(self, name):
         try:
-            with open(self._record_path(name)) as f:
-                return Clone(**json.load(f))
+            return self._read_record(name)
         except FileNotFoundError:
             raise exception.CloneNotFound(name=name,
                                           clone_dir=self.root) from None
@@ -470,10 +494,7 @@ class CloneManager:
                           restore_s=restore_s, identity=report,
                           restore_mode='eager' if template is None else 'lazy',
                           address=address)
-            record = self._record_path(name)
-            with open(record + '.tmp', 'w') as f:
-                json.dump(clone.to_dict(), f)
-            os.rename(record + '.tmp', record)
+            records.write(self._record_path(name), clone.to_dict())
             LOG.info('Spawned clone %s of %s in %.2f s', name, image.name,
                      clone.spawn_s)
             return clone

@@ -179,6 +179,13 @@ class NovaIncompatible(LiveSnapshotError):
                'for Nova %(nova)s; the service does not start half-enabled.')
 
 
+class UnreadableRecord(LiveSnapshotError, ValueError):
+    """A host's own state record (nova_live_snapshot.records) cannot be
+    trusted. A ValueError too: callers that skip a bad record go on."""
+
+    msg_fmt = 'The record %(path)s cannot be read: %(reason)s'
+
+
 class BenchmarkError(LiveSnapshotError):
     """A benchmark could not measure what it measures (not a slow result:
     benchmarks report speed, they never judge it)."""

@@ -388,11 +388,16 @@ class Guest:
 
     # Guest agent -------------------------------------------------------------
 
-    def agent_command(self, execute, arguments=None, timeout=10):
+    def agent_command(self, execute, arguments=None, timeout=10,
+                      returns=None):
         """Run one QEMU guest agent command and return its ``return`` value.
 
-        :raises GuestAgentError: the agent is absent, not answering, or the
-            command failed inside the guest.
+        The guest wrote the reply, so it may be anything: ``returns`` (a
+        type or a tuple of types) is what the value must be.
+
+        :raises GuestAgentError: the agent is absent, not answering, the
+            command failed inside the guest, or the reply is not what
+            ``returns`` says.
         """
         cmd = {'execute': execute}
         if arguments is not None:
@@ -404,16 +409,48 @@ class Guest:
             raise exception.GuestAgentError(
                 domain=self._name, reason='%s failed: %s'
                 % (execute, e.get_error_message())) from e
-        # The guest wrote this reply: it may be anything.
         try:
             data = json.loads(reply)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError, TypeError):
             data = None
         if not isinstance(data, dict):
             raise exception.GuestAgentError(
                 domain=self._name, reason='%s: the agent answered with '
                 'something other than a JSON object' % execute)
-        return data.get('return')
+        value = data.get('return')
+        if returns is not None:
+            self._check_type(execute, 'its answer', value, returns)
+        return value
+
+    def _check_type(self, execute, what, value, kinds):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        # bool is an int to Python, never to the agent's protocol.
+        if not isinstance(value, kinds) or (
+                isinstance(value, bool) and bool not in kinds):
+            raise exception.GuestAgentError(
+                domain=self._name, reason='%s: %s is a %s, not what the '
+                'guest agent protocol says' % (
+                    execute, what, type(value).__name__))
+        return value
+
+    def _field(self, execute, reply, key, kinds, default=None):
+        """``reply[key]`` (``default`` when absent), of one of ``kinds``."""
+        if key not in reply:
+            return default
+        return self._check_type(execute, repr(key), reply[key], kinds)
+
+    def _b64(self, execute, reply, key):
+        text = self._field(execute, reply, key, str, '')
+        try:
+            return base64.b64decode(text, validate=True)
+        except ValueError:
+            raise exception.GuestAgentError(
+                domain=self._name, reason='%s: %r is not base64'
+                % (execute, key)) from None
+
+    def agent_time_ns(self):
+        """The guest's clock, in nanoseconds since the epoch."""
+        return self.agent_command('guest-get-time', returns=int)
 
     def agent_ping(self, timeout=2):
         """True when the guest agent answers."""
@@ -426,18 +463,20 @@ class Guest:
     def agent_read_file(self, path, limit=1024 * 1024):
         """Read a (small) file inside the guest through the agent."""
         handle = self.agent_command('guest-file-open',
-                                    {'path': path, 'mode': 'r'})
+                                    {'path': path, 'mode': 'r'}, returns=int)
         try:
             chunks = []
             total = 0
             while total < limit:
                 part = self.agent_command(
                     'guest-file-read',
-                    {'handle': handle, 'count': min(65536, limit - total)})
-                data = base64.b64decode(part.get('buf-b64', ''))
+                    {'handle': handle, 'count': min(65536, limit - total)},
+                    returns=dict)
+                data = self._b64('guest-file-read', part, 'buf-b64')
                 chunks.append(data)
                 total += len(data)
-                if part.get('eof') or not data:
+                if self._field('guest-file-read', part, 'eof', bool) or \
+                        not data:
                     break
             return b''.join(chunks)[:limit]
         finally:
@@ -449,7 +488,7 @@ class Guest:
         qemu-ga creates new files mode 0600.
         """
         handle = self.agent_command('guest-file-open',
-                                    {'path': path, 'mode': 'w'})
+                                    {'path': path, 'mode': 'w'}, returns=int)
         try:
             for start in range(0, len(data), 48 * 1024):
                 self.agent_command('guest-file-write', {
@@ -469,11 +508,18 @@ class Guest:
                 'capture-output': True}
         if stdin is not None:
             args['input-data'] = base64.b64encode(stdin).decode()
-        pid = self.agent_command('guest-exec', args)['pid']
+        started = self.agent_command('guest-exec', args, returns=dict)
+        pid = self._field('guest-exec', started, 'pid', int)
+        if pid is None:
+            raise exception.GuestAgentError(
+                domain=self._name, reason='guest-exec: no pid in its answer')
 
         def exited():
-            status = self.agent_command('guest-exec-status', {'pid': pid})
-            return status if status.get('exited') else None
+            status = self.agent_command('guest-exec-status', {'pid': pid},
+                                        returns=dict)
+            if self._field('guest-exec-status', status, 'exited', bool):
+                return status
+            return None
         # Every look is an agent round trip that takes the guest's CPU from
         # the command it waits for (under TCG, tens of ms): looks come
         # quickly at first and then every 0.2 s, not every 50 ms.
@@ -485,6 +531,8 @@ class Guest:
             raise exception.GuestAgentError(
                 domain=self._name, reason='%s did not finish within %d s'
                 % (argv[0], timeout)) from None
-        out = base64.b64decode(status.get('out-data', ''))
-        err = base64.b64decode(status.get('err-data', ''))
-        return status.get('exitcode'), out, err
+        out = self._b64('guest-exec-status', status, 'out-data')
+        err = self._b64('guest-exec-status', status, 'err-data')
+        # No exit code when a signal ended the command.
+        return (self._field('guest-exec-status', status, 'exitcode', int),
+                out, err)

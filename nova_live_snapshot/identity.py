@@ -394,7 +394,7 @@ class _Steps:
     def clock_offset_ns(self):
         """Host time minus guest time, from one guest-get-time."""
         before = time.time_ns()
-        guest_ns = self.guest.agent_command('guest-get-time')
+        guest_ns = self.guest.agent_time_ns()
         return (before + time.time_ns()) // 2 - guest_ns
 
     # Link down: steps 1-6 and the first half of 7 ----------------------------

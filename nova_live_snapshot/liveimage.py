@@ -43,6 +43,7 @@ from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import hostkey
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 from nova_live_snapshot import saveimage
 
 __all__ = ['FORMAT_VERSION', 'Manifest', 'LiveImage', 'ImageStore',
@@ -181,39 +182,6 @@ def file_digest(path, algorithm, dest=None):
     return digest.hexdigest(), size
 
 
-def _reject_constant(name):
-    raise ValueError('%s is not a JSON number' % name)
-
-
-def _no_duplicates(pairs):
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            # Two parsers could read two different records from one file.
-            raise ValueError('key %r appears twice' % key)
-        seen[key] = value
-    return seen
-
-
-def strict_json(text, what):
-    """Parse untrusted JSON ``text`` (str or bytes): no NaN or Infinity, no
-    duplicate keys, no nesting deep enough to exhaust the parser.
-
-    :raises ValueError: naming ``what`` and the problem.
-    """
-    try:
-        if isinstance(text, bytes):
-            text = text.decode('utf-8')
-        return json.loads(text, parse_constant=_reject_constant,
-                          object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError as e:
-        raise ValueError('%s is not UTF-8: %s' % (what, e)) from None
-    except RecursionError:
-        raise ValueError('%s is nested too deeply' % what) from None
-    except ValueError as e:
-        raise ValueError('%s is not JSON: %s' % (what, e)) from None
-
-
 # JSON integers only: jsonschema's "integer" also takes 2.0.
 _STRICT_TYPES = jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
     'integer', lambda _checker, value: type(value) is int)
@@ -235,7 +203,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text, origin):
         try:
-            data = strict_json(text, 'manifest.json')
+            data = records.strict_json(text, 'manifest.json')
         except ValueError as e:
             raise exception.InvalidLiveImage(image=origin, reason=str(e))
         validator = _Validator(MANIFEST_SCHEMA,

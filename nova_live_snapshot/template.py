@@ -51,7 +51,6 @@ import datetime
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -63,6 +62,7 @@ from nova_live_snapshot import clone
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import migstream
+from nova_live_snapshot import records
 
 LOG = logging.getLogger(__name__)
 
@@ -324,8 +324,7 @@ class TemplateStore:
     def get(self, image_id):
         """The published template of image ``image_id``, or None."""
         try:
-            with open(os.path.join(self._path(image_id), RECORD)) as f:
-                record = json.load(f)
+            record = records.read(os.path.join(self._path(image_id), RECORD))
         except (FileNotFoundError, NotADirectoryError):
             return None
         return Template(path=self._path(image_id), record=record)
@@ -515,10 +514,7 @@ class TemplateStore:
             .isoformat(timespec='milliseconds'),
             'build_s': round(time.monotonic() - started, 3),
         }
-        with os.fdopen(os.open(os.path.join(partial, RECORD),
-                               os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
-                       'w') as f:
-            json.dump(record, f, indent=2, sort_keys=True)
+        records.write(os.path.join(partial, RECORD), record, indent=2)
         final = self._path(source.key)
         os.rename(partial, final)
         LOG.info('Built the template of %s in %.2f s (%d MiB on tmpfs)',

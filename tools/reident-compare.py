@@ -85,6 +85,8 @@ def old_code(ref, where):
     source = show('nova_live_snapshot/guest.py').decode()
     start = source.index('    def agent_exec(')
     body = source[start:]
+    end = body.find('\n    def ', 10)
+    body = body if end < 0 else body[:end + 1]
     exec(compile('import base64, time\nfrom nova_live_snapshot import '
                  'exception\nclass OldExec:\n' + body, 'old agent_exec',
                  'exec'), namespace)
@@ -100,9 +102,9 @@ class Counted(guest_mod.Guest):
         super().__init__(domain)
         self.calls = collections.Counter()
 
-    def agent_command(self, execute, arguments=None, timeout=10):
+    def agent_command(self, execute, arguments=None, timeout=10, **kwargs):
         self.calls[execute] += 1
-        return super().agent_command(execute, arguments, timeout)
+        return super().agent_command(execute, arguments, timeout, **kwargs)
 
     def agent_exec(self, argv, timeout=30, stdin=None):
         if self.exec_impl is not None:

@@ -42,22 +42,6 @@ __all__ = ['LiveImage', 'LiveImageClient', 'LIVE_PROPERTIES']
 
 LOG = logging.getLogger(__name__)
 
-ACTION = protocol.ACTION
-PROPERTY_PREFIX = protocol.PREFIX
-# Metadata keys the compute service sets (the record, and the trait that
-# sends clones to hosts that can restore them); nova-api refuses them too.
-RESERVED_PREFIXES = protocol.RESERVED_PREFIXES
-FORMAT_PROPERTY = protocol.FORMAT_PROPERTY
-MEMORY_IMAGE_PROPERTY = protocol.MEMORY_IMAGE_PROPERTY
-SIGNATURE_PROPERTY = protocol.SIGNATURE_PROPERTY
-# On the memory image: its role, and the disk image it belongs to.
-ROLE_PROPERTY = protocol.ROLE_PROPERTY
-DISK_IMAGE_PROPERTY = protocol.DISK_IMAGE_PROPERTY
-MEMORY_ROLE = protocol.MEMORY_ROLE
-# Glance filters properties by equality only, so listing asks for the one
-# format this client understands.
-FORMAT_VERSION = protocol.FORMAT
-ACTIVE = protocol.Status.ACTIVE
 # Glance statuses a capture never comes back from. A failed capture is
 # normally deleted outright (404); ``killed`` is an upload Glance rejected.
 FAILED_STATUSES = protocol.FAILED_STATUSES
@@ -95,7 +79,7 @@ TASK_PROGRESS = {
     'image_pending_upload': 50,     # captured; the upload starts
     'image_uploading': 75,          # memory and disk going to Glance
 }
-IMAGE_PROGRESS = {'saving': 75, ACTIVE: 90}
+IMAGE_PROGRESS = {'saving': 75, protocol.Status.ACTIVE: 90}
 COMPLETE = 100
 
 
@@ -108,7 +92,7 @@ class _LiveImageQuery(sdk_image.Image):
     ``GET /v2/images?live_snapshot_format=1`` (and page through the answer).
     """
 
-    _query_mapping = resource.QueryParameters('name', FORMAT_PROPERTY)
+    _query_mapping = resource.QueryParameters('name', protocol.FORMAT_PROPERTY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +132,9 @@ class LiveImage:
             memory half of one).
         """
         props = dict(image.properties or {})
-        if FORMAT_PROPERTY not in props:
-            if props.get(ROLE_PROPERTY) == MEMORY_ROLE:
-                owner = props.get(DISK_IMAGE_PROPERTY) or (
+        if protocol.FORMAT_PROPERTY not in props:
+            if props.get(protocol.ROLE_PROPERTY) == protocol.MEMORY_ROLE:
+                owner = props.get(protocol.DISK_IMAGE_PROPERTY) or (
                     f"the one whose Memory image column shows {image.id} in "
                     f"'openstack server live-image list --long'")
                 raise exceptions.CommandError(
@@ -161,8 +145,8 @@ class LiveImage:
             # image without it is none, whatever its status.
             raise exceptions.CommandError(
                 f"Image {image.id} ({image.name}) is not a live image: it has "
-                f"no {FORMAT_PROPERTY} property. Use 'openstack image' "
-                f"commands for it.")
+                f"no {protocol.FORMAT_PROPERTY} property. Use "
+                f"'openstack image' commands for it.")
         live = {short: props.pop(key) for short, key in LIVE_PROPERTIES
                 if key in props}
         return cls(id=image.id, name=image.name, status=image.status,
@@ -173,8 +157,8 @@ class LiveImage:
 
 def _is_listed(image):
     props = image.properties or {}
-    return (FORMAT_PROPERTY in props
-            and props.get(ROLE_PROPERTY) != MEMORY_ROLE)
+    return (protocol.FORMAT_PROPERTY in props
+            and props.get(protocol.ROLE_PROPERTY) != protocol.MEMORY_ROLE)
 
 
 def _sentence(text):
@@ -274,17 +258,18 @@ class LiveImageClient:
             the action (see :func:`_action_error`).
         """
         reserved = sorted(k for k in metadata or {}
-                          if k.startswith(RESERVED_PREFIXES))
+                          if k.startswith(protocol.RESERVED_PREFIXES))
         if reserved:
             raise exceptions.CommandError(
-                f"Properties starting with {' or '.join(RESERVED_PREFIXES)} "
+                "Properties starting with "
+                f"{' or '.join(protocol.RESERVED_PREFIXES)} "
                 f"are set by the compute service and cannot be given: "
                 f"{', '.join(reserved)}.")
         body = {'name': name}
         if metadata:
             body['metadata'] = dict(metadata)
         response = self._compute.post(f'/servers/{server.id}/action',
-                                      json={ACTION: body})
+                                      json={protocol.ACTION: body})
         try:
             sdk_exc.raise_from_response(response)
         except sdk_exc.HttpException as e:
@@ -314,7 +299,7 @@ class LiveImageClient:
             return LiveImage.from_glance(image)
         matches = list(_LiveImageQuery.list(
             self._images, name=name_or_id,
-            **{FORMAT_PROPERTY: FORMAT_VERSION}))
+            **{protocol.FORMAT_PROPERTY: protocol.FORMAT}))
         if not matches:
             raise exceptions.CommandError(
                 f"No live image with a name or ID of '{name_or_id}' exists.")
@@ -326,8 +311,8 @@ class LiveImageClient:
 
     def list(self):
         """Every live image this project can see, newest first."""
-        images = _LiveImageQuery.list(self._images,
-                                      **{FORMAT_PROPERTY: FORMAT_VERSION})
+        images = _LiveImageQuery.list(
+            self._images, **{protocol.FORMAT_PROPERTY: protocol.FORMAT})
         return [LiveImage.from_glance(i) for i in images if _is_listed(i)]
 
     def memory_image_status(self, live_image):
@@ -375,13 +360,15 @@ class LiveImageClient:
         other image.
         """
         props = memory.properties or {}
-        owner = props.get(DISK_IMAGE_PROPERTY, live_image.id)
-        if props.get(ROLE_PROPERTY) != MEMORY_ROLE or owner != live_image.id:
+        owner = props.get(protocol.DISK_IMAGE_PROPERTY, live_image.id)
+        role = props.get(protocol.ROLE_PROPERTY)
+        if role != protocol.MEMORY_ROLE or owner != live_image.id:
             raise exceptions.CommandError(
                 f"Live image {live_image.id} names image {memory.id} as its "
                 f"memory image, but that image is not its memory image "
-                f"({ROLE_PROPERTY}={props.get(ROLE_PROPERTY)}, "
-                f"{DISK_IMAGE_PROPERTY}={props.get(DISK_IMAGE_PROPERTY)}); "
+                f"({protocol.ROLE_PROPERTY}={role}, "
+                f"{protocol.DISK_IMAGE_PROPERTY}="
+                f"{props.get(protocol.DISK_IMAGE_PROPERTY)}); "
                 f"deleting neither. Inspect both with 'openstack image show'.")
 
     def _delete_image(self, image_id, what):
@@ -444,11 +431,11 @@ class LiveImageClient:
         deadline = self._clock() + timeout
         while True:
             image = self.created_image(image_id, server_id)
-            signed = SIGNATURE_PROPERTY in (image.properties or {})
+            signed = protocol.SIGNATURE_PROPERTY in (image.properties or {})
             LOG.debug('Live image %s is %s, %ssigned', image_id, image.status,
                       '' if signed else 'not ')
             status = (image.status or '').lower()
-            if status == ACTIVE and signed:
+            if status == protocol.Status.ACTIVE and signed:
                 if callback is not None:
                     callback(COMPLETE)
                 return image
@@ -456,7 +443,8 @@ class LiveImageClient:
                 callback(self.capture_progress(image, server_id))
             remaining = deadline - self._clock()
             if remaining <= 0:
-                state = status + (' but not signed yet' if status == ACTIVE
+                state = status + (' but not signed yet'
+                                  if status == protocol.Status.ACTIVE
                                   else '')
                 raise exceptions.CommandError(
                     f"Live image {image_id} is still {state} after "

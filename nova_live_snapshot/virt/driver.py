@@ -39,6 +39,7 @@ from oslo_log import log as logging
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import protocol
 from nova_live_snapshot import selfcheck
 from nova_live_snapshot import template
 from nova_live_snapshot.virt import disks
@@ -92,7 +93,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
-        provider_tree.add_traits(nodename, images.TRAIT)
+        provider_tree.add_traits(nodename, protocol.TRAIT)
         self._reserve_template_memory(provider_tree, nodename)
 
     @staticmethod
@@ -257,7 +258,8 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         an ordinary instance from now on, whose snapshots are ordinary
         images and whose next spawn is a boot."""
         sysmeta = instance.system_metadata
-        prefixes = ('image_' + images.PREFIX, 'image_trait:%s' % images.TRAIT)
+        prefixes = ('image_' + protocol.PREFIX,
+                    'image_trait:%s' % protocol.TRAIT)
         stale = [key for key in sysmeta if key.startswith(prefixes)]
         if stale:
             for key in stale:

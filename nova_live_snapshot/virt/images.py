@@ -34,19 +34,9 @@ from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['TRAIT', 'FORMAT', 'PREFIX', 'Record', 'glance_hash',
+__all__ = ['Record', 'glance_hash',
            'is_live_image', 'MemoryCache']
 
-# The names the API and the client share (protocol.py), under the names
-# the compute side has always used.
-TRAIT = protocol.TRAIT
-FORMAT = protocol.FORMAT
-PREFIX = protocol.PREFIX
-SIGNATURE = protocol.SIGNATURE_PROPERTY
-ROLE = protocol.ROLE_PROPERTY
-DISK_IMAGE = protocol.DISK_IMAGE_PROPERTY
-MEMORY_ROLE = protocol.MEMORY_ROLE
-DISK_HASH = protocol.DISK_HASH
 
 # Anchored with \Z: "$" also matches before a final newline.
 _UUID = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
@@ -60,7 +50,8 @@ _INT = re.compile(r'^[1-9][0-9]{0,12}\Z')
 # What each record field must look like: the record is parsed before its
 # signature is checked, so nothing unbounded or odd gets that far.
 _RULES = {
-    'format': (re.compile(r'^%s\Z' % FORMAT), 'format %s' % FORMAT),
+    'format': (re.compile(r'^%s\Z' % protocol.FORMAT),
+               'format %s' % protocol.FORMAT),
     'disk_image': (_UUID, 'a UUID'),
     'project_id': (re.compile(r'^[0-9a-zA-Z_-]{1,64}\Z'), 'a project id'),
     'memory_image': (_UUID, 'a UUID'),
@@ -111,9 +102,10 @@ class Record:
 
         ``disk_image`` is the image they are set on: not stored twice.
         """
-        props = {PREFIX + k: v for k, v in self.signed_fields().items()
+        fields = self.signed_fields()
+        props = {protocol.PREFIX + k: v for k, v in fields.items()
                  if k != 'disk_image'}
-        props[SIGNATURE] = signing.sign(key, self.signed_fields())
+        props[protocol.SIGNATURE_PROPERTY] = signing.sign(key, fields)
         return props
 
     @classmethod
@@ -132,15 +124,15 @@ class Record:
         values = {}
         for name, (pattern, what) in _RULES.items():
             value = (image_id if name == 'disk_image'
-                     else props.get(PREFIX + name))
+                     else props.get(protocol.PREFIX + name))
             if not isinstance(value, str) or not pattern.match(value):
                 raise exception.UntrustedImage(
                     image=image_id, reason='its property %s%s is missing or '
-                    'not %s' % (PREFIX, name, what))
+                    'not %s' % (protocol.PREFIX, name, what))
             values[name] = value
         record = cls(**values)
-        signing.verify(key, record.signed_fields(), props.get(SIGNATURE),
-                       image_id)
+        signing.verify(key, record.signed_fields(),
+                       props.get(protocol.SIGNATURE_PROPERTY), image_id)
         return record
 
     @property
@@ -163,7 +155,8 @@ def is_live_image(instance):
     properties Nova copied into its system metadata (unknown properties
     only reach the driver there). Only a hint: the record is then read from
     Glance and its signature checked."""
-    return bool(instance.system_metadata.get('image_%sformat' % PREFIX))
+    return bool(instance.system_metadata.get(
+        'image_%sformat' % protocol.PREFIX))
 
 
 def memory_image_meta(name, disk_image_id):
@@ -174,7 +167,8 @@ def memory_image_meta(name, disk_image_id):
         'container_format': 'bare',
         'visibility': 'private',
         'os_hidden': True,
-        'properties': {ROLE: MEMORY_ROLE, DISK_IMAGE: disk_image_id},
+        'properties': {protocol.ROLE_PROPERTY: protocol.MEMORY_ROLE,
+                       protocol.DISK_IMAGE_PROPERTY: disk_image_id},
     }
 
 
@@ -200,7 +194,7 @@ def sweep_orphaned_memory(glance, image_exists, limit=100):
     # which must still exist.
     orphans = []
     url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (
-        ROLE, MEMORY_ROLE, limit)
+        protocol.ROLE_PROPERTY, protocol.MEMORY_ROLE, limit)
     seen = set()
     while url and url not in seen:
         seen.add(url)
@@ -215,9 +209,11 @@ def sweep_orphaned_memory(glance, image_exists, limit=100):
             break
         body = response.json()
         for image in body.get('images') or []:
-            if not isinstance(image, dict) or image.get(ROLE) != MEMORY_ROLE:
+            if not isinstance(image, dict) or image.get(
+                    protocol.ROLE_PROPERTY) != protocol.MEMORY_ROLE:
                 continue
-            disk, memory = image.get(DISK_IMAGE), image.get('id')
+            disk = image.get(protocol.DISK_IMAGE_PROPERTY)
+            memory = image.get('id')
             if not (isinstance(disk, str) and _UUID.match(disk)
                     and isinstance(memory, str) and _UUID.match(memory)):
                 continue

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import glob
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -29,7 +28,9 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import host as host_mod
 from nova_live_snapshot import identity
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import protocol
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 from nova_live_snapshot import template as template_mod
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
@@ -197,21 +198,22 @@ class Journal:
 
     def write(self, image_id, **entry):
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        path = self._path(image_id)
-        data = self.read(image_id) or {}
+        try:
+            data = self.read(image_id) or {}
+        except exception.UnreadableRecord as e:
+            # What it said is lost either way; what is written now holds.
+            LOG.warning('Replacing an unreadable capture journal: %s', e)
+            data = {}
         data.update(entry, image_id=image_id)
-        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                     0o600)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(path + '.tmp', path)
+        records.write(self._path(image_id), data)
 
     def read(self, image_id):
+        """The journal of capture ``image_id``, or None.
+
+        :raises UnreadableRecord: it cannot be trusted.
+        """
         try:
-            with open(self._path(image_id)) as f:
-                return json.load(f)
+            return records.read(self._path(image_id))
         except FileNotFoundError:
             return None
 
@@ -223,10 +225,12 @@ class Journal:
         for path in sorted(glob.glob(os.path.join(self.root,
                                                   '*.capture.json'))):
             try:
-                with open(path) as f:
-                    yield json.load(f)
-            except (OSError, ValueError):
-                LOG.warning('Removing unreadable capture journal %s', path)
+                yield records.read(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                LOG.warning('Removing unreadable capture journal %s: %s',
+                            path, e)
                 os.unlink(path)
 
 
@@ -309,13 +313,13 @@ class LiveSnapshots:
             self.journal.write(image_id, memory_image=memory_image_id)
             source = image.manifest.source
             record = images.Record(
-                format=images.FORMAT, disk_image=image_id,
+                format=protocol.FORMAT, disk_image=image_id,
                 project_id=instance.project_id,
                 memory_image=memory_image_id,
                 memory_sha256=image.manifest.files['memory']['sha256'],
                 memory_size=str(image.manifest.files['memory']['size']),
-                disk_hash='%s:%s' % (images.DISK_HASH, liveimage.file_digest(
-                    image.disk_path, images.DISK_HASH)[0]),
+                disk_hash='%s:%s' % (protocol.DISK_HASH, liveimage.file_digest(
+                    image.disk_path, protocol.DISK_HASH)[0]),
                 memory_mib=str(source['memory_mib']),
                 vcpus=str(source['vcpus']),
                 machine=source['machine'],
@@ -324,7 +328,7 @@ class LiveSnapshots:
                 source_instance=instance.uuid,
                 created_at=image.manifest.data['created_at'])
             properties = record.properties(self.conf.signing_key)
-            properties['trait:%s' % images.TRAIT] = 'required'
+            properties['trait:%s' % protocol.TRAIT] = 'required'
             # One upload with the signed record: the image turns active
             # complete, never active and unsigned.
             with open(image.disk_path, 'rb') as f:
@@ -342,7 +346,7 @@ class LiveSnapshots:
                     domain=domain_name, reason='Glance stored the disk with '
                     'hash %s, the upload had %s (Glance must hash with %s, '
                     'its default)' % (stored[:24], record.disk_hash[:24],
-                                      images.DISK_HASH))
+                                      protocol.DISK_HASH))
             self.cache.add(memory_image_id, image.memory_path,
                            record.memory_sha256)
             LOG.info('Live image %s of %s: source paused %.0f ms, memory '

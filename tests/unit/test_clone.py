@@ -3,6 +3,7 @@ resume an image, and the feeder that writes a clone's header and the
 shared memory stream into a FIFO (a real FIFO, read here as libvirt would).
 """
 
+import errno
 import os
 import threading
 
@@ -100,7 +101,17 @@ def test_feeder_reports_a_stream_shorter_than_promised(tmp_path, memory):
     assert out == [b'h' + data]
 
 
-def test_unblock_frees_a_feeder_whose_reader_never_came(tmp_path, memory):
+def _open_files():
+    names = []
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            names.append(os.readlink('/proc/self/fd/' + fd))
+        except OSError:
+            continue
+    return names
+
+
+def test_release_frees_a_feeder_whose_reader_never_came(tmp_path, memory):
     """A restore that fails before libvirt opens the FIFO must not leave
     the feeder waiting for ever."""
     path, data = memory
@@ -108,12 +119,30 @@ def test_unblock_frees_a_feeder_whose_reader_never_came(tmp_path, memory):
     os.mkfifo(fifo, 0o600)
     feeder = clone._Feeder(fifo, b'header', path, 0, len(data))
     feeder.start()
-    # As in a restore, the feeder is already waiting in open() for libvirt
-    # when the restore fails: the kernel shows it waiting for a partner.
+    # The stream is larger than the pipe: with no reader draining it, the
+    # feeder waits in write() for room.
     wchan = '/proc/self/task/%d/wchan' % feeder.native_id
-    waiting.wait_for(lambda: open(wchan).read() == 'wait_for_partner', 10,
-                     interval=0.01, what='the feeder to wait for a reader')
-    feeder.unblock()
+    waiting.wait_for(lambda: open(wchan).read() in (
+        'pipe_write', 'pipe_wait_writable'), 10,
+                     interval=0.01, what='the feeder to wait for room')
+    feeder.release()
     feeder.join(30)
     assert not feeder.is_alive()
-    assert feeder.error is not None
+    assert feeder.error is not None and feeder.error.errno == errno.EPIPE
+    assert fifo not in _open_files()
+
+
+def test_a_feeder_released_before_it_ran_does_not_wait(tmp_path, memory):
+    """The restore may fail before the feeder's thread first runs: nothing
+    it does after that waits for a reader."""
+    path, data = memory
+    fifo = str(tmp_path / 'early.fifo')
+    os.mkfifo(fifo, 0o600)
+    feeder = clone._Feeder(fifo, b'header', path, 0, len(data))
+    feeder.release()
+    feeder.start()
+    feeder.join(30)
+    assert not feeder.is_alive()
+    assert feeder.error is not None and feeder.error.errno == errno.EPIPE
+    # Neither end stays open.
+    assert fifo not in _open_files()

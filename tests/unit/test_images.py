@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from nova_live_snapshot import exception
+from nova_live_snapshot import protocol
 from nova_live_snapshot import signing
 from nova_live_snapshot.virt import images
 
@@ -66,10 +67,10 @@ def test_another_key_does_not_verify():
 
 def test_unsigned_and_foreign_scheme_are_refused():
     image = _image(_record())
-    del image['properties'][images.SIGNATURE]
+    del image['properties'][protocol.SIGNATURE_PROPERTY]
     with pytest.raises(exception.UntrustedImage, match='no signature'):
         images.Record.from_image(image, KEY)
-    image['properties'][images.SIGNATURE] = 'rsa:abc'
+    image['properties'][protocol.SIGNATURE_PROPERTY] = 'rsa:abc'
     with pytest.raises(exception.UntrustedImage, match='not of scheme'):
         images.Record.from_image(image, KEY)
 
@@ -207,7 +208,7 @@ def test_prune_drops_deleted_images_keeps_unknown_and_in_use(tmp_path):
                                        {'a': 1}, True, 1.5])
 def test_a_signature_that_is_not_a_string_is_refused(signature):
     image = _image(_record())
-    image['properties'][images.SIGNATURE] = signature
+    image['properties'][protocol.SIGNATURE_PROPERTY] = signature
     with pytest.raises(exception.UntrustedImage, match='not a string'):
         images.Record.from_image(image, KEY)
 
@@ -294,7 +295,8 @@ class _Glance:
             return self._Response(200 if image else 404, image)
         params = dict(p.split('=') for p in query.split('&'))
         matching = sorted(i for i, image in self.images.items()
-                          if image.get(images.ROLE) == params[images.ROLE])
+                          if image.get(protocol.ROLE_PROPERTY)
+                          == params[protocol.ROLE_PROPERTY])
         start = 0
         if 'marker' in params:
             if params['marker'] not in self.images:
@@ -320,11 +322,12 @@ def test_the_memory_of_a_live_image_deleted_in_glance_goes_with_it():
     """`openstack image delete` of a disk image leaves its hidden memory
     image; the periodic sweep deletes it, and only it (across pages)."""
     disks = [{'id': _uuid(i)} for i in range(1, 4)]
-    memories = [{'id': _uuid(10 + i), images.ROLE: images.MEMORY_ROLE,
-                 images.DISK_IMAGE: _uuid(i), 'os_hidden': True}
+    memories = [{'id': _uuid(10 + i),
+                 protocol.ROLE_PROPERTY: protocol.MEMORY_ROLE,
+                 protocol.DISK_IMAGE_PROPERTY: _uuid(i), 'os_hidden': True}
                 for i in range(1, 4)]
-    other = {'id': _uuid(20), images.ROLE: 'something else',
-             images.DISK_IMAGE: _uuid(99)}
+    other = {'id': _uuid(20), protocol.ROLE_PROPERTY: 'something else',
+             protocol.DISK_IMAGE_PROPERTY: _uuid(99)}
     glance = _Glance(disks + memories + [other])
     del glance.images[_uuid(2)]             # a plain image delete
     del glance.images[_uuid(3)]
@@ -337,7 +340,8 @@ def test_the_memory_of_a_live_image_deleted_in_glance_goes_with_it():
 
 
 def test_the_sweep_keeps_memory_when_glance_cannot_tell():
-    glance = _Glance([{'id': _uuid(11), images.ROLE: images.MEMORY_ROLE,
-                       images.DISK_IMAGE: _uuid(1)}])
+    glance = _Glance([{'id': _uuid(11),
+                       protocol.ROLE_PROPERTY: protocol.MEMORY_ROLE,
+                       protocol.DISK_IMAGE_PROPERTY: _uuid(1)}])
     assert images.sweep_orphaned_memory(glance, lambda key: None) == []
     assert list(glance.images) == [_uuid(11)]

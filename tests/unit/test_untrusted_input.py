@@ -265,3 +265,44 @@ def test_any_signature_ends_in_untrusted_image(record, signature):
 def test_any_manifest_signature_ends_in_untrusted_image(data, signature):
     _ends_in(exception.UntrustedImage, hostkey.verify_manifest, 'a' * 64,
              data, signature, 'fuzzed')
+
+
+class _Domain:
+    """What Guest asks of a libvirt domain here: its name."""
+
+    def name(self):
+        return 'clone-under-test'
+
+
+_agent_values = st.one_of(_json, st.text(max_size=40).map(
+    lambda t: {'exited': True, 'exitcode': 0, 'out-data': t}))
+
+
+@given(st.lists(st.one_of(st.binary(max_size=200).map(
+    lambda b: b.decode('latin-1')), _agent_values.map(
+        lambda v: json.dumps({'return': v}))), min_size=1, max_size=4))
+def test_any_guest_agent_reply_ends_in_guest_agent_error(replies):
+    """The guest writes every agent reply: whatever it answers, running a
+    command, reading a file or reading its clock returns values of the
+    protocol's types or raises GuestAgentError, nothing else."""
+    import libvirt_qemu
+
+    from nova_live_snapshot import guest as guest_mod
+
+    answers = iter(replies * 50)
+    original = libvirt_qemu.qemuAgentCommand
+    libvirt_qemu.qemuAgentCommand = lambda *args: next(answers)
+    try:
+        g = guest_mod.Guest(_Domain())
+        result = _ends_in(exception.GuestAgentError, g.agent_exec,
+                          ['/bin/true'], 0)
+        if result is not None:
+            rc, out, err = result
+            assert rc is None or type(rc) is int
+            assert isinstance(out, bytes) and isinstance(err, bytes)
+        data = _ends_in(exception.GuestAgentError, g.agent_read_file, '/f')
+        assert data is None or isinstance(data, bytes)
+        now = _ends_in(exception.GuestAgentError, g.agent_time_ns)
+        assert now is None or type(now) is int
+    finally:
+        libvirt_qemu.qemuAgentCommand = original

@@ -31,6 +31,7 @@ from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import base as libvirt_base
 from wsgi_intercept import interceptor
 
+from nova_live_snapshot import protocol
 from nova_live_snapshot.virt import images
 from nova_live_snapshot import waiting
 
@@ -127,12 +128,12 @@ def signed_record(image_id, project_id, memory_mib, vcpus, disk_data):
     ``disk_data``, as a capturing compute host would sign it (the memory
     image it names does not exist: these tests never get that far)."""
     return images.Record(
-        format=images.FORMAT, disk_image=image_id, project_id=project_id,
+        format=protocol.FORMAT, disk_image=image_id, project_id=project_id,
         memory_image=str(uuid.uuid4()),
         memory_sha256=hashlib.sha256(b'memory').hexdigest(),
         memory_size=str(64 * 1024 * 1024),
-        disk_hash='%s:%s' % (images.DISK_HASH,
-                             hashlib.new(images.DISK_HASH,
+        disk_hash='%s:%s' % (protocol.DISK_HASH,
+                             hashlib.new(protocol.DISK_HASH,
                                          disk_data).hexdigest()),
         memory_mib=str(memory_mib), vcpus=str(vcpus),
         machine='pc-q35-8.2', cpu_model='', qemu_version='8.2.2',
@@ -208,7 +209,7 @@ class FakeLibvirtTestBase(base.LiveSnapshotTestBase,
             signed_record(image_id, project_id, memory_mib, vcpus, data),
             **(record_fields or {}))
         properties = record.properties(base.SIGNING_KEY)
-        properties['trait:%s' % images.TRAIT] = 'required'
+        properties['trait:%s' % protocol.TRAIT] = 'required'
         properties.update(changes or {})
         for name in remove:
             del properties[name]

@@ -22,7 +22,7 @@ from nova_live_snapshot.api import filter as api_filter
 from nova_live_snapshot.compute import manager
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import policies
-from nova_live_snapshot.virt import images
+from nova_live_snapshot import protocol
 from tests.nova.functional import base as functional_base
 
 NO_SUCH_ACTION = 'There is no such action: %s' % api_filter.ACTION
@@ -131,8 +131,8 @@ class EnabledRefusalsTest(_ActionTestBase):
                 'live_snapshot_x': 'forged'}}},
              "'live_snapshot_x' does not match any of the regexes"),
             ({'createLiveImage': {'name': 'golden', 'metadata': {
-                'trait:%s' % images.TRAIT: 'required'}}},
-             "'trait:%s' does not match any of the regexes" % images.TRAIT),
+                'trait:%s' % protocol.TRAIT: 'required'}}},
+             "'trait:%s' does not match any of the regexes" % protocol.TRAIT),
         ]
         for body, expected in cases:
             with self.subTest(body=body):
@@ -210,10 +210,10 @@ class EnabledRefusalsTest(_ActionTestBase):
         its task state stays None and no Glance image is left."""
         # The server of setUp is on a live snapshot host: its provider has
         # the trait, which is what the refusal below looks at.
-        self.assertIn(images.TRAIT, self._get_provider_traits(
+        self.assertIn(protocol.TRAIT, self._get_provider_traits(
             self.compute_rp_uuids['compute1']))
         self.start_host('plain', driver='libvirt.LibvirtDriver')
-        self.assertNotIn(images.TRAIT, self._get_provider_traits(
+        self.assertNotIn(protocol.TRAIT, self._get_provider_traits(
             self.compute_rp_uuids['plain']))
         # Requesting a host takes an administrator; the server is the
         # project's all the same.
@@ -222,7 +222,7 @@ class EnabledRefusalsTest(_ActionTestBase):
             server['id'])['OS-EXT-SRV-ATTR:host'])
 
         message = self.assertRefused(409, server_id=server['id'])
-        self.assertIn(images.TRAIT, message)
+        self.assertIn(protocol.TRAIT, message)
         server = self.api.get_server(server['id'])
         self.assertIsNone(server['OS-EXT-STS:task_state'])
         self.assertEqual('ACTIVE', server['status'])
@@ -337,14 +337,14 @@ class SpawnRefusalTest(functional_base.FakeLibvirtTestBase):
         fails the build: the signature does not match."""
         image = self.create_signed_image(
             self.project, self.MIB, 1,
-            changes={images.PREFIX + 'vcpus': '2'})
+            changes={protocol.PREFIX + 'vcpus': '2'})
         server = self._boot(image)
         self.assertRefusedBeforeBuild(server, 'signature does not match')
 
     def test_unsigned_image(self):
         """A live image without a signature fails the build saying so."""
         image = self.create_signed_image(self.project, self.MIB, 1,
-                                         remove=[images.SIGNATURE])
+                                         remove=[protocol.SIGNATURE_PROPERTY])
         server = self._boot(image)
         self.assertRefusedBeforeBuild(server, 'carries no signature')
 

@@ -26,6 +26,7 @@ from nova import thread_pool_factory
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import protocol
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import testbed
 from nova_live_snapshot.virt import images
@@ -199,7 +200,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
             [n['event_type'] for n in self.notifier.versioned_notifications
              if n['event_type'].startswith('instance.snapshot')])
         props = image['properties']
-        self.assertEqual('required', props['trait:%s' % images.TRAIT])
+        self.assertEqual('required', props['trait:%s' % protocol.TRAIT])
         self.assertEqual(128, image['min_ram'])
         record = images.Record.from_image(image, base.SIGNING_KEY)
         self.assertEqual(source['id'], record.source_instance)
