@@ -184,11 +184,12 @@ def test_no_room_in_tmpfs_is_a_clear_error_unless_eager_is_allowed(
 def _template_domain(host, image_id, timeout=60):
     """The domain building ``image_id``'s template, once its QEMU runs."""
     prefix = 'nls-template-%s-' % image_id[:8]
+    run_dir = host.qemu_run_dir()
 
     def running():
         for name in host.domain_names():
             if name.startswith(prefix) and os.path.exists(
-                    '/run/libvirt/qemu/%s.pid' % name):
+                    os.path.join(run_dir, '%s.pid' % name)):
                 return name
         return None
     return host_mod.wait_for(running, timeout, interval=0.01,
@@ -213,8 +214,7 @@ def test_qemu_killed_mid_build_leaves_nothing(bed, golden):
     worker = threading.Thread(target=spawn)
     worker.start()
     name = _template_domain(bed.host, result.image.id)
-    with open('/run/libvirt/qemu/%s.pid' % name) as f:
-        os.kill(int(f.read()), signal.SIGKILL)
+    os.kill(bed.host.lookup(name).qemu_pid(), signal.SIGKILL)
     worker.join(120)
     assert not worker.is_alive()
     assert 'clones' not in outcome, 'the build finished before the kill'
@@ -257,8 +257,8 @@ def test_a_builder_that_dies_is_cleaned_up_by_the_next_engine(bed, golden):
     assert bed.host.find(name) is None
 
 
-def _virsh(*args):
-    subprocess.run(['virsh', '-q', '-c', 'qemu:///system'] + list(args),
+def _virsh(host, *args):
+    subprocess.run(['virsh', '-q', '-c', host.uri] + list(args),
                    check=True, capture_output=True, timeout=120)
 
 
@@ -280,12 +280,12 @@ def test_a_lazy_clone_is_an_ordinary_libvirt_domain(bed, golden, lazy):
         host_mod.wait_for(lambda: console_has(before.token), 30,
                           what="the source's token on the clone's console")
 
-        _virsh('destroy', clone.name)
+        _virsh(bed.host, 'destroy', clone.name)
         guest = bed.host.lookup(clone.name)
         assert guest.state() == 'shut off'
         assert clone.name not in lazy.templates.users(template)
 
-        _virsh('start', clone.name)
+        _virsh(bed.host, 'start', clone.name)
         testbed.wait_ready(guest, timeout=180)
         assert testbed.read_workload(guest).token != before.token
         assert domainxml.lazy_ram_file(guest.xml()) is None
