@@ -120,14 +120,21 @@ EOF
 }
 
 # The daemons' configuration inside the root: an identity of its own, QEMU
-# as this host's libvirt-qemu, no systemd.
+# as this host's libvirt-qemu, no systemd. Applied on every `up` (it only
+# rewrites the lines it owns).
 configure() {
     local r=$1
-    # DMI is absent here and the main daemon's is random: a UUID of its own.
-    sed -i '/^host_uuid/d' "$r/etc/libvirt/libvirtd.conf"
-    echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >>"$r/etc/libvirt/libvirtd.conf"
-    sed -i '/^user =\|^group =/d' "$r/etc/libvirt/qemu.conf"
-    printf 'user = "libvirt-qemu"\ngroup = "libvirt-qemu"\n' >>"$r/etc/libvirt/qemu.conf"
+    # DMI is absent here and the main daemon's is random: a UUID of its
+    # own, kept across runs.
+    grep -q '^host_uuid' "$r/etc/libvirt/libvirtd.conf" || \
+        echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >>"$r/etc/libvirt/libvirtd.conf"
+    sed -i '/^user =\|^group =\|^namespaces =/d' "$r/etc/libvirt/qemu.conf"
+    # No private /dev per QEMU (libvirt's default namespaces = ["mount"]):
+    # inside this chroot the /dev libvirt builds for QEMU lacks the nodes
+    # it copies (QEMU: "Could not open '/dev/urandom'"). The stock host
+    # keeps the default.
+    printf 'user = "libvirt-qemu"\ngroup = "libvirt-qemu"\nnamespaces = []\n' \
+        >>"$r/etc/libvirt/qemu.conf"
     echo nls-backports >"$r/etc/hostname"
     printf '127.0.0.1 localhost\n127.0.1.1 nls-backports\n' >"$r/etc/hosts"
     mkdir -p "$r/var/log/libvirt/qemu" "$r/run/libvirt" "$r/var/lib/libvirt/qemu"
@@ -157,6 +164,10 @@ inside() {
     [ "$(stat -L -c %i /proc/self/ns/net)" = "$(stat -L -c %i "/run/netns/$NETNS")" ] \
         || die "not in network namespace $NETNS"
     hostname nls-backports
+    # The root a mount of its own: libvirt gives each QEMU a private /dev
+    # (qemu.conf namespaces) by remounting / as a slave first, which fails
+    # (EINVAL) on a directory that is not a mount point.
+    mount --bind "$ROOT" "$ROOT"
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"        # this network namespace's view
     mount --rbind /sys/fs/cgroup "$ROOT/sys/fs/cgroup"
@@ -186,6 +197,7 @@ up() {
     # The root's /run is on disk (the host reaches its socket there):
     # whatever a previous run left in it is stale.
     find "$ROOT/run" -mindepth 1 -delete
+    configure "$ROOT"
     mkdir -p "$ROOT/run/libvirt" "$ROOT/run/lock"
     log "starting libvirtd and virtlogd of $ROOT under tini"
     # tini -s reaps the QEMU processes libvirtd daemonizes (PID 1 here does

@@ -1,6 +1,7 @@
 """Lazy clones (``restore_mode = lazy``): a per-host template mapped
 copy-on-write, on a real libvirtd with real guests."""
 
+import contextlib
 import json
 import os
 import signal
@@ -342,3 +343,51 @@ def test_concurrent_first_spawns_build_one_template(bed, golden):
                 bed.host.lookup(c.name)).token == before.token
     finally:
         bed.destroy_all(clones, engine=engines[0])
+
+
+def test_on_qemu_8_2_clones_map_the_template_read_only(bed, golden, lazy):
+    """Where QEMU has ``rom=off`` (8.2+; bookworm-backports' 10.0 in
+    ``make backports-live``) the template's RAM file is root's and 0440, and
+    a clone's QEMU runs with it opened read-only and mapped privately
+    writable: its RAM backend asks ``readonly`` and ``rom=off``, the mapping
+    of the file is private (copy-on-write) and no descriptor QEMU holds on
+    it is open for writing. Skipped, and said so, on older QEMU (Debian 12's
+    7.2), where the opt-in read-write path runs instead."""
+    qemu = bed.host.qemu_version()
+    if not lazy.templates.ram_readonly():
+        pytest.skip('QEMU %s has no rom=off (8.2): clones open the template '
+                    'read-write there' % qemu)
+    result, before, _ = golden
+    clones = bed.spawn(result.image.name, engine=lazy)
+    try:
+        template = _template_of(lazy, result.image.name)
+        assert template.ram_readonly, template.record
+        st = os.stat(template.memory_path)
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o440)
+        guest = bed.host.lookup(clones[0].name)
+        pid = guest.qemu_pid()
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            args = f.read().split(b'\0')
+        backends = [json.loads(a) for a in args
+                    if a.startswith(b'{') and template.memory_path.encode()
+                    in a]
+        assert len(backends) == 1, args
+        assert backends[0]['readonly'] is True
+        assert backends[0]['rom'] == 'off' and backends[0]['share'] is False
+        with open('/proc/%d/maps' % pid) as f:
+            perms = {line.split()[1] for line in f
+                     if line.rstrip('\n').endswith(template.memory_path)}
+        assert perms and all(p.endswith('p') for p in perms), perms
+        fd_dir = '/proc/%d/fd' % pid
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(FileNotFoundError):
+                if os.readlink(os.path.join(fd_dir, fd)) != \
+                        template.memory_path:
+                    continue
+                with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                    flags = int(f.readline().split()[1], 8)
+                assert flags & os.O_ACCMODE == os.O_RDONLY, (fd, flags)
+        assert testbed.read_workload(guest).token == before.token
+        assert lazy.templates.verify(template)
+    finally:
+        bed.destroy_all(clones, engine=lazy)
