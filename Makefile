@@ -13,8 +13,8 @@ BENCH_ARGS ?=
 
 .PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
 	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean \
-	lint docs genconfig genpolicy nova33-functional backports-live backports-up \
-	backports-down
+	lint docs genconfig genpolicy nova33-functional backports-live backports-bench \
+	backports-up backports-down
 
 all: test
 
@@ -169,6 +169,16 @@ backports-live: venv guest
 	        || rc=1; \
 	fi; \
 	tools/backports-host.sh down; exit $$rc
+
+# The platforms section of the benchmark suite alone: a save and restore
+# of the same guest on this host and on the backports host, side by side,
+# per save format each offers; results in bench-results-platforms/.
+backports-bench: venv guest
+	tools/backports-host.sh up >/dev/null
+	$(VENV)/bin/nova-live-snapshot bench --out bench-results-platforms \
+	    --sections platforms --platform-uri '$(BACKPORTS_URI)' \
+	    --platform-virsh 'chroot $(BACKPORTS_ROOT) virsh -c qemu:///system' \
+	    $(BENCH_ARGS); rc=$$?; tools/backports-host.sh down; exit $$rc
 
 # The backports host alone, left running (for the benchmark's platforms
 # section, or virsh -c "$$(tools/backports-host.sh uri)"); and stopped.
