@@ -234,8 +234,9 @@ def test_a_builder_that_dies_is_cleaned_up_by_the_next_engine(bed, golden):
     tmpdir = os.path.join(bed.templates, 'killed-builder')
     conf = bed.make_conf(restore_mode='lazy', template_dir=tmpdir)
     values = {k: getattr(conf, k) for k in (
-        'image_dir', 'clone_dir', 'staging_dir', 'template_dir',
-        'clone_network', 'restore_mode', 'lazy_writable_templates')}
+        'connection_uri', 'image_dir', 'clone_dir', 'staging_dir',
+        'template_dir', 'clone_network', 'restore_mode',
+        'lazy_writable_templates')}
     script = ('import json, sys\n'
               'from nova_live_snapshot import conf, engine\n'
               'engine.Engine(conf.new(**json.loads(sys.argv[1])))'
