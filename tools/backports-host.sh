@@ -236,7 +236,7 @@ status() {
     echo "uri: $URI"
     echo "libvirtd: $(pid_of libvirt/libvirtd)  virtlogd: $(pid_of virtlogd)"
     echo "packages: $(versions)"
-    virsh_ version
+    virsh_ version --daemon
 }
 
 # Wait (with a deadline) until PID has exited.
