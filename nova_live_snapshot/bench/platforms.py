@@ -15,12 +15,15 @@ The saves and restores go through each platform's own ``virsh``: libvirt
 9.0's Python binding types ``parallel.channels`` as an unsigned long long,
 which libvirt 11.3 refuses (it wants an int). The save files are on disk,
 written just before they are read (in the page cache, as the engine's
-memory images usually are).
+memory images usually are), under ``/var/tmp``, which the second host must
+see at the same path.
 """
 
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
 
 from nova_live_snapshot import clone as clone_mod
@@ -92,7 +95,10 @@ def measure(bench, uri, virsh, memory_mib=1024, reps=3, stats=None):
                   ['virsh', '-c', bench.host.uri or 'qemu:///system']),
         _Platform('next', host_mod.Host(uri), shlex.split(virsh))]
     touched = memory_mib // 2
-    work = bench.guest_image.work_dir
+    # Under /var/tmp, which the second host sees at the same path
+    # (tools/backports-host.sh binds it), traversable by QEMU.
+    work = tempfile.mkdtemp(prefix='nls-bench-platforms-', dir='/var/tmp')
+    os.chmod(work, 0o711)
     # User-mode networking: the same NIC backend on both hosts whatever
     # networks they have.
     image = testbed.TestGuest(bench.conf.test_guest_dir, work, network=None)
@@ -127,6 +133,7 @@ def measure(bench, uri, virsh, memory_mib=1024, reps=3, stats=None):
         for p in platforms:
             if p.source:
                 image.remove(p.host, p.source)
+        shutil.rmtree(work, ignore_errors=True)
     return {'memory_mib': memory_mib, 'touched_mib': touched,
             'platforms': {p.label: dict(p.facts, formats={
                 fmt: dict(sizes[p.label][fmt],
