@@ -68,6 +68,12 @@ build() {
     uri=$(mirror)
     [ -n "$uri" ] || die "no apt source of this host serves $SUITE main"
     if [ ! -e "$partial/.nls-debootstrap-done" ]; then
+        if ! command -v debootstrap >/dev/null; then
+            log "installing debootstrap"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends debootstrap >/dev/null
+        fi
         rm -rf "$partial"
         log "debootstrap $SUITE from $uri into $partial"
         debootstrap --variant=minbase \
