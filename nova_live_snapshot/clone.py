@@ -9,9 +9,11 @@ stream, spliced from the one memory file. The stream is never copied per
 clone: N clones read the same file concurrently.
 
 libvirt reads the header from the FIFO, then hands the same descriptor to
-QEMU for the incoming migration; the FIFO is gone once the clone runs. Each
-clone is then defined, so ``virsh`` and the engine see a normal persistent
-domain.
+QEMU for the incoming migration; the FIFO is gone once the clone runs.
+libvirt 11.2 and later open the image twice, reading the header in an open
+of its own first (:data:`HEADER_READ_TWICE_SINCE`): the FIFO then carries
+the header twice. Each clone is then defined, so ``virsh`` and the engine
+see a normal persistent domain.
 
 In lazy mode (:mod:`nova_live_snapshot.template`) only the restore differs:
 the clone maps the image's per-host template copy-on-write and loads just
@@ -130,6 +132,24 @@ def prepare_domain(verified, spec, origin):
     return xml
 
 
+# From libvirt 11.2 (the version that brought the ``sparse`` save format) a
+# restore reads the image's header and XML in an open of its own
+# (qemuSaveImageGetMetadata), closes it, and opens the image again for the
+# restore, reading the header again before it hands the descriptor to QEMU.
+# Through a FIFO the second open would find the stream where the header
+# should be ("image magic is incorrect", seen on bookworm-backports' 11.3):
+# the feeder writes the header once per open. The first open reads exactly
+# the header and its data; the rest waits in the pipe for the second.
+HEADER_READ_TWICE_SINCE = (11, 2, 0)
+
+
+def header_reads(libvirt_version):
+    """How many times a restore by libvirt ``libvirt_version`` reads the
+    save image's header, each in an open of its own."""
+    return 2 if version_tuple(libvirt_version) >= HEADER_READ_TWICE_SINCE \
+        else 1
+
+
 def _pipe_max_size():
     try:
         with open('/proc/sys/fs/pipe-max-size') as f:
@@ -224,6 +244,7 @@ def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
     links_down = domainxml.macs_with_link_down(xml)
     header = saveimage.encode(xml, save.cookie, was_running=True,
                               compression=save.header.compression)
+    header *= header_reads(host.libvirt_version())
     fifo = os.path.join(fifo_dir, 'restore.fifo')
     os.mkfifo(fifo, 0o600)
     try:

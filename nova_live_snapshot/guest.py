@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import threading
 
 import libvirt
@@ -44,9 +45,12 @@ def _errors(operation, guest):
 class Guest:
     """A libvirt domain."""
 
-    def __init__(self, domain):
+    def __init__(self, domain, run_dir='/run/libvirt/qemu'):
+        """:param run_dir: where the daemon keeps its QEMU pid files, as
+            seen from this process (see ``Host.qemu_run_dir``)."""
         self.domain = domain
         self._name = domain.name()
+        self._run_dir = run_dir
 
     def __repr__(self):
         return '<Guest %s>' % self._name
@@ -106,7 +110,7 @@ class Guest:
 
     def qemu_pid(self):
         """The PID of the running domain's QEMU (libvirt's pid file)."""
-        with open('/run/libvirt/qemu/%s.pid' % self._name) as f:
+        with open(os.path.join(self._run_dir, '%s.pid' % self._name)) as f:
             return int(f.read())
 
     def set_link_up(self, mac):

@@ -9,7 +9,9 @@ on :class:`nova_live_snapshot.guest.Guest`.
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
+import urllib.parse
 import uuid as uuidlib
 
 import libvirt
@@ -112,6 +114,19 @@ class Host:
 
     # Facts about the host --------------------------------------------------
 
+    def qemu_run_dir(self):
+        """Where the daemon keeps its QEMU pid files, as seen from this
+        process: ``qemu/`` next to its socket. That is ``/run/libvirt/qemu``
+        for the local daemon, and under the other root for a daemon in a
+        root of its own reached by a ``?socket=`` URI
+        (``tools/backports-host.sh``)."""
+        uri = (self.uri if self._provider is None
+               else self.get_connection().getURI())
+        socket = urllib.parse.parse_qs(
+            urllib.parse.urlsplit(uri).query).get('socket')
+        return os.path.join(
+            os.path.dirname(socket[0]) if socket else '/run/libvirt', 'qemu')
+
     @staticmethod
     def _dotted(number):
         return '%d.%d.%d' % (number // 1000000, number // 1000 % 1000,
@@ -153,7 +168,7 @@ class Host:
                 dom = conn.lookupByUUIDString(name_or_uuid)
             else:
                 dom = conn.lookupByName(name_or_uuid)
-        return guest_mod.Guest(dom)
+        return guest_mod.Guest(dom, self.qemu_run_dir())
 
     def find(self, name):
         """The domain called ``name``, or None."""
@@ -216,7 +231,8 @@ class Host:
     def active_guests(self):
         """The running (or paused) domains, as Guests."""
         with translate_errors('list active domains'):
-            return [guest_mod.Guest(d) for d in
+            run_dir = self.qemu_run_dir()
+            return [guest_mod.Guest(d, run_dir) for d in
                     self.get_connection().listAllDomains(
                         libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
 
@@ -224,12 +240,14 @@ class Host:
         """Start a transient domain from ``xml``."""
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         with translate_errors('create domain'):
-            return guest_mod.Guest(self.get_connection().createXML(xml, flags))
+            return guest_mod.Guest(self.get_connection().createXML(xml, flags),
+                                   self.qemu_run_dir())
 
     def define(self, xml):
         """Make a (running or not) domain persistent with ``xml``."""
         with translate_errors('define domain'):
-            return guest_mod.Guest(self.get_connection().defineXML(xml))
+            return guest_mod.Guest(self.get_connection().defineXML(xml),
+                                   self.qemu_run_dir())
 
     def restore(self, path, paused=False):
         """Restore a domain from a save image (a file or a FIFO).

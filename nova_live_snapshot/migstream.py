@@ -16,7 +16,8 @@ section, then sections. The RAM sections (``START``/``PART``/``END`` of the
 ``ram`` handler) come before any device section and are made of page records
 whose sizes follow from their flags, so they can be walked without knowing
 the devices; the first device section and everything after it is copied
-unchanged. Anything this walk does not know (compressed or XBZRLE pages,
+unchanged. QEMU 10's switch-over-start command between them is copied as it
+is. Anything this walk does not know (compressed or XBZRLE pages,
 other iterable sections, RDMA hooks) is refused rather than guessed.
 """
 
@@ -40,7 +41,14 @@ END = 0x03
 FULL = 0x04
 SUBSECTION = 0x05
 CONFIGURATION = 0x07
+COMMAND = 0x08
 FOOTER = 0x7e
+
+# The one command this walk passes on (migration/savevm.c, qemu_vm_cmd):
+# QEMU 10.0 marks the start of the switch-over with it, just before the
+# last RAM section, on machine types of 10.0 and later (bookworm-backports'
+# QEMU), with no data.
+SWITCHOVER_START = 11
 
 # RAM record flags (migration/ram.c), in the low bits of a page address.
 ZERO = 0x02
@@ -218,6 +226,12 @@ def rename_ram_block(src, length, write, new, old=DEFAULT_RAM_BLOCK,
                              % section_id)
         elif kind == EOF:
             break
+        elif kind == COMMAND:
+            command = struct.unpack('>HH', c.copy(4))
+            if command != (SWITCHOVER_START, 0):
+                raise c.fail('has a command %d (%d bytes) this engine does '
+                             'not read' % command)
+            continue
         else:
             raise c.fail('has a section of type 0x%02x before its device '
                          'state' % kind)

@@ -103,26 +103,13 @@ until virsh -c qemu:///system version >/dev/null 2>&1; do
 done
 virsh -c qemu:///system version | sed 's/^/setup-host: /' >&2
 
-# The isolated test network: a bridge with DHCP (dnsmasq) and no forwarding,
-# inside the namespace. Clones on it must each lease their own address, and
-# every clone has a new MAC: a /16 keeps the pool from
-# running dry however many clones the tests and benchmarks make (a /24
-# with one-hour leases ran out after 151).
+# The isolated test network (tools/lib/test-network.sh), inside the
+# namespace.
 NETWORK=${NLS_NETWORK:-nls-test}
+# shellcheck source=lib/test-network.sh source-path=SCRIPTDIR
+. "$root/tools/lib/test-network.sh"
 netxml=$(mktemp)
-cat >"$netxml" <<XML
-<network>
-  <name>$NETWORK</name>
-  <bridge name='nlsbr0' stp='off' delay='0'/>
-  <ip address='10.77.0.1' netmask='255.255.0.0'>
-    <dhcp>
-      <range start='10.77.1.1' end='10.77.254.254'>
-        <lease expiry='60' unit='minutes'/>
-      </range>
-    </dhcp>
-  </ip>
-</network>
-XML
+test_network_xml "$NETWORK" >"$netxml"
 if virsh -c qemu:///system net-info "$NETWORK" >/dev/null 2>&1 && \
         ! grep -q "<lease expiry='60'" \
             <<<"$(virsh -c qemu:///system net-dumpxml "$NETWORK")"; then

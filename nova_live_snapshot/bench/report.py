@@ -269,9 +269,30 @@ def markdown(result, plots=()):
     for app in ('jvm', 'postgres'):
         if result.get('%s_ready' % app):
             lines += _app_lines(result['%s_ready' % app])
+    if result.get('platforms'):
+        lines += _platform_lines(result['platforms'])
     for name in plots:
         lines += ['![%s](%s)' % (name, name), '']
     return '\n'.join(lines)
+
+
+def _platform_lines(r):
+    """Save and restore per platform and save format, side by side."""
+    rows = []
+    for label, p in r['platforms'].items():
+        for fmt, f in p['formats'].items():
+            platform = '%s (libvirt %s, QEMU %s)' % (
+                label, p['libvirt'], p['qemu'])
+            size = '%.1f MiB (%.1f on disk)' % (f['file_mib'],
+                                                f['allocated_mib'])
+            rows.append((platform, fmt, size, _fmt(f['save_s']),
+                         _fmt(f['restore_s'])))
+    return ['## Platforms: plain save and restore', ''] + _table(
+        ('platform', 'save format', 'save file', 'virsh save',
+         'virsh restore'), rows) + [
+        'A busybox guest of %d MiB with %d MiB of random data in a tmpfs, '
+        'one per platform, saved and restored in turn in the same rounds.'
+        % (r['memory_mib'], r['touched_mib']), '']
 
 
 def _core_lines(result):

@@ -16,6 +16,7 @@ import uuid as uuidlib
 
 from nova_live_snapshot.bench import apps as apps_mod
 from nova_live_snapshot.bench import lazy as lazy_mod
+from nova_live_snapshot.bench import platforms as platforms_mod
 from nova_live_snapshot.bench import workload
 from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import conf as conf_mod
@@ -660,12 +661,12 @@ def machine_facts(host):
 # some. "core" is the busybox time to ready, restore floor, capture pause and
 # scale, which share one source and its image.
 SECTIONS = ('core', 'size', 'compression', 'lazy', 'sshd', 'warm', 'jvm',
-            'postgres')
+            'postgres', 'platforms')
 
 
 def run(conf, quick=False, progress=print, debian_guest_dir=None,
         netns='nls-test', apps_guest_dir=None, sections=None,
-        checkpoint=None):
+        checkpoint=None, platform_uri=None, platform_virsh=None):
     """Run the suite on the ``[live_snapshot]`` group ``conf``; returns the
     result dict (see ``doc/source/benchmarks.rst``).
 
@@ -673,7 +674,10 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
     before it serves) run when ``debian_guest_dir`` is given, the
     application sections (a JVM, PostgreSQL) when ``apps_guest_dir`` is,
     both only when ``conf.clone_network`` names the test network in
-    ``netns``. ``sections`` (names from :data:`SECTIONS`) runs only those.
+    ``netns``. The platforms section runs when ``platform_uri`` names a
+    second libvirt host (driven by the command line ``platform_virsh``; see
+    :mod:`nova_live_snapshot.bench.platforms`). ``sections`` (names from
+    :data:`SECTIONS`) runs only those.
     ``checkpoint(result)``, if given, is called after each section, so that
     a long run that is stopped keeps what it measured.
     """
@@ -744,13 +748,21 @@ def run(conf, quick=False, progress=print, debian_guest_dir=None,
                 result['%s_ready' % name]['ratio_cold_over_clone']
         return measure
 
+    def platforms():
+        progress('restore on this platform against %s' % platform_uri)
+        result['platforms'] = platforms_mod.measure(
+            bench, platform_uri, platform_virsh,
+            memory_mib=512 if quick else 1024, reps=2 if quick else 3,
+            stats=_stats)
+
     runnable = {
         'core': lambda: _core(bench, result, reps, counts),
         'size': size, 'compression': compression, 'lazy': lazy,
         'sshd': sshd if debian else None, 'warm': warm if debian else None,
         'jvm': app('jvm') if apps_guest_dir and on_network else None,
         'postgres': app('postgres') if apps_guest_dir and on_network
-        else None}
+        else None,
+        'platforms': platforms if platform_uri and platform_virsh else None}
     if 'core' in sections:
         result['ready_ratio_guest'] = 'busybox, workload'
     try:

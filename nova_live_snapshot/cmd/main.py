@@ -108,12 +108,20 @@ def _parser():
     b.add_argument('--sections',
                    help='comma-separated sections to run (default all): '
                         'core, size, compression, lazy, sshd, warm, jvm, '
-                        'postgres')
+                        'postgres, platforms')
     b.add_argument('--network',
                    help='libvirt network for the guests (the isolated '
                         'nls-test network of tools/setup-host.sh)')
     b.add_argument('--netns', default='nls-test',
                    help='network namespace the network lives in')
+    b.add_argument('--platform-uri',
+                   help='a second libvirt host (the next platform of '
+                        'tools/backports-host.sh): adds save and restore '
+                        'of the same guest there and here, side by side, '
+                        'per save format (needs --platform-virsh)')
+    b.add_argument('--platform-virsh',
+                   help="the second host's own virsh command line, e.g. "
+                        "'chroot ROOT virsh -c qemu:///system'")
     return p
 
 
@@ -172,7 +180,9 @@ def run(argv):
                            apps_guest_dir=args.apps_guest_dir,
                            sections=args.sections.split(',')
                            if args.sections else None,
-                           checkpoint=lambda r: report.write_json(r, args.out))
+                           checkpoint=lambda r: report.write_json(r, args.out),
+                           platform_uri=args.platform_uri,
+                           platform_virsh=args.platform_virsh)
         report.write(result, args.out)
         if args.json:
             _emit(result)

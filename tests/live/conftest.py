@@ -4,6 +4,10 @@ They need root, libvirtd on ``qemu:///system`` and the test guest built by
 ``tools/build-test-guest.sh``; ``make test`` provides all three and sets
 ``NLS_REQUIRE_LIVE=1`` so that a missing piece fails the run instead of
 skipping it.
+
+``NLS_LIBVIRT_URI`` points them at another libvirt host, with ``NLS_NETNS``
+the network namespace its test network lives in: ``make backports-live``
+runs them on the next platform that way (``tools/backports-host.sh``).
 """
 
 import glob
@@ -28,6 +32,8 @@ NETNS = os.environ.get('NLS_NETNS', 'nls-test')
 # How many clones of one image the identity tests compare (with their
 # source, that many guests plus one run at once; fewer on a shared host).
 CLONES = int(os.environ.get('NLS_IDENTITY_CLONES', '4'))
+# The libvirt host under test (the engine's [live_snapshot] connection_uri).
+URI = os.environ.get('NLS_LIBVIRT_URI', 'qemu:///system')
 
 
 def pytest_collection_modifyitems(items):
@@ -71,7 +77,8 @@ class Bed:
 
     def make_conf(self, **overrides):
         """This session's ``[live_snapshot]`` group, with ``overrides``."""
-        values = {'image_dir': os.path.join(self.root, 'images'),
+        values = {'connection_uri': URI,
+                  'image_dir': os.path.join(self.root, 'images'),
                   'clone_dir': os.path.join(self.root, 'clones'),
                   'staging_dir': self.staging,
                   'template_dir': self.templates,
@@ -183,7 +190,7 @@ def bed():
         _unavailable('test guest not built in %s/guest '
                      '(tools/build-test-guest.sh)' % CACHE)
     try:
-        if not host_mod.Host().network_active(NETWORK):
+        if not host_mod.Host(URI).network_active(NETWORK):
             _unavailable('libvirt network %s is not active '
                          '(tools/setup-host.sh)' % NETWORK)
     except exception.HypervisorError as e:

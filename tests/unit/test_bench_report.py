@@ -54,3 +54,22 @@ def test_the_restore_floor_breakdown():
     text = '\n'.join(lines)
     assert '| FIFO over file (medians) | 0.050 s |' in text
     assert '| link toggle (medians) | 0.050 s |' in text
+
+
+def test_the_platforms_side_by_side():
+    """Each platform's row names its libvirt and QEMU next to each save
+    format it ran, so that no figure is read without its platform."""
+    fmt = {'file_mib': 100.0, 'allocated_mib': 90.0,
+           'save_s': _stats(1.0), 'restore_s': _stats(0.9)}
+    result = {'quick': True, 'machine': {
+        'cpus': 2, 'memory_gib': 24, 'kernel': 'k', 'libvirt': '9.0.0',
+        'qemu': '7.2.0', 'accelerator': 'tcg'}, 'guest': {},
+        'platforms': {'memory_mib': 1024, 'touched_mib': 512, 'platforms': {
+            'stock': {'libvirt': '9.0.0', 'qemu': '7.2.22',
+                      'formats': {'raw': fmt}},
+            'next': {'libvirt': '11.3.0', 'qemu': '10.0.2',
+                     'formats': {'raw': fmt, 'sparse': fmt}}}}}
+    text = report.markdown(result)
+    assert '| stock (libvirt 9.0.0, QEMU 7.2.22) | raw |' in text
+    assert '| next (libvirt 11.3.0, QEMU 10.0.2) | sparse |' in text
+    assert '1024 MiB with 512 MiB of random data' in text

@@ -146,3 +146,13 @@ def test_a_feeder_released_before_it_ran_does_not_wait(tmp_path, memory):
     assert feeder.error is not None and feeder.error.errno == errno.EPIPE
     # Neither end stays open.
     assert fifo not in _open_files()
+
+
+@pytest.mark.parametrize('version, reads', [
+    ('9.0.0', 1), ('11.1.0', 1), ('11.2.0', 2), ('11.3.0', 2)])
+def test_the_fifo_carries_a_header_per_open_of_libvirt_s_restore(
+        version, reads):
+    """libvirt 11.2+ reads the header in an open of its own before the
+    restore's open (bookworm-backports' 11.3: "image magic is incorrect"
+    with one header)."""
+    assert clone.header_reads(version) == reads

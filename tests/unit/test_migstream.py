@@ -34,7 +34,11 @@ def _device(opaque=b'device state'):
     return _section(ms.FULL, 1, 'virtio-net') + opaque + bytes([ms.EOF])
 
 
-def _stream(ram='pc.ram', flags_extra=0, device=_device()):
+def _command(command=ms.SWITCHOVER_START, data=b''):
+    return bytes([ms.COMMAND]) + struct.pack('>HH', command, len(data)) + data
+
+
+def _stream(ram='pc.ram', flags_extra=0, device=_device(), before_end=b''):
     # Guest memory that happens to hold the block's name, length byte and
     # all: data, never renamed.
     page = (_name('pc.ram') * 586)[:ms.PAGE_SIZE]
@@ -50,6 +54,7 @@ def _stream(ram='pc.ram', flags_extra=0, device=_device()):
     out += _rec(ms.PAGE_SIZE, ms.ZERO | ms.CONTINUE) + b'\x00'
     out += _rec(0, ms.PAGE) + _name('pc.bios') + page
     out += _rec(0, ms.EOS) + _footer(0)
+    out += before_end
     out += _section(ms.END, 0)
     out += _rec(0, ms.ZERO) + _name(ram) + b'\x00'
     out += _rec(0, ms.EOS) + _footer(0)
@@ -92,3 +97,20 @@ def test_a_truncated_stream_is_refused():
 def test_not_a_qemu_stream_is_refused():
     with pytest.raises(exception.InvalidLiveImage, match='version 3 header'):
         _rename(b'LibvirtQemudSave' + bytes(64))
+
+
+def test_qemu_10_switchover_start_is_passed_on():
+    """QEMU 10.0 (bookworm-backports) writes a switch-over-start command,
+    no data, before the last RAM section: the walk copies it and renames
+    the block in the sections around it."""
+    assert _rename(_stream(before_end=_command())) == _stream(
+        ram='nls.ram', before_end=_command())
+
+
+@pytest.mark.parametrize('command', [
+    _command(command=8, data=b'\0\0\0\4ABCD'),     # a packaged stream
+    _command(data=b'x'),                            # unexpected data
+])
+def test_other_commands_are_refused(command):
+    with pytest.raises(exception.InvalidLiveImage, match='command'):
+        _rename(_stream(before_end=command))

@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+import urllib.parse
 import uuid
 
 import fixtures
@@ -33,6 +34,11 @@ from nova_live_snapshot.virt import images
 
 CACHE = os.environ.get('NLS_CACHE_DIR', '/var/cache/nova-live-snapshot')
 GUEST_DISK = os.path.join(CACHE, 'guest', 'busybox-guest.qcow2')
+# The libvirt host under test: Nova's [libvirt] connection_uri. Another host
+# is reached by its socket (make backports-live: tools/backports-host.sh).
+URI = os.environ.get('NLS_LIBVIRT_URI', 'qemu:///system')
+SOCKET = urllib.parse.parse_qs(urllib.parse.urlsplit(URI).query).get(
+    'socket', ['/var/run/libvirt/libvirt-sock'])[0]
 
 
 def _init_events(self):
@@ -64,7 +70,7 @@ def _remove_leftovers():
     """Domains an interrupted run of these tests left (their disks are
     under /var/tmp/nls-nova-*): Nova refuses to start a new compute service
     on a hypervisor that has instances it does not know."""
-    host = host_mod.Host()
+    host = host_mod.Host(URI)
     for name in host.domain_names():
         guest = host.lookup(name)
         if any(p.startswith('/var/tmp/nls-nova-')
@@ -78,8 +84,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
     ADMIN_API = True
 
     def setUp(self):
-        if not os.path.exists(GUEST_DISK) or not os.path.exists(
-                '/var/run/libvirt/libvirt-sock'):
+        if not os.path.exists(GUEST_DISK) or not os.path.exists(SOCKET):
             msg = 'needs libvirtd and the test guest (make guest)'
             if os.environ.get('NLS_REQUIRE_LIVE') == '1':
                 self.fail(msg)
@@ -96,7 +101,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         self.addCleanup(shutil.rmtree, self.staging, ignore_errors=True)
         os.mkdir(os.path.join(self.root, 'instances'), 0o711)
         self.flags(instances_path=os.path.join(self.root, 'instances'))
-        self.flags(virt_type='qemu', group='libvirt')
+        self.flags(virt_type='qemu', connection_uri=URI, group='libvirt')
         # Nova's test base forbids looking at the host (uname, interfaces):
         # its tests run on a fake one. This one is real.
         self.useFixture(fixtures.MonkeyPatch(
