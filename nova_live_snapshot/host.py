@@ -79,10 +79,14 @@ class PauseWindow:
 
 
 class Host:
-    """A libvirt connection to the local QEMU driver."""
+    """A libvirt connection to one host's QEMU driver."""
 
-    def __init__(self, uri='qemu:///system', connection=None):
-        """:param connection: a callable returning an open connection whose
+    def __init__(self, uri=None, connection=None):
+        """:param uri: the libvirt URI (``[live_snapshot] connection_uri``);
+            None for libvirt's default URI. A machine may run more than one
+            libvirtd (``qemu:///system?socket=...``): nothing here assumes
+            ``qemu:///system``.
+        :param connection: a callable returning an open connection whose
             owner runs its event loop (inside nova-compute, the bound
             ``get_connection`` of Nova's own ``Host``). Used instead of a
             connection of our own, so that there is one connection and one
@@ -99,7 +103,8 @@ class Host:
         with self._lock:
             if self._conn is None:
                 _start_event_loop()
-                with translate_errors('open connection to %s' % self.uri):
+                with translate_errors('open connection to %s'
+                                      % (self.uri or "libvirt's default URI")):
                     self._conn = libvirt.open(self.uri)
             return self._conn
 

@@ -59,6 +59,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         # must stop nova-compute here, not half-way through a capture.
         selfcheck.check_driver(self)
         self._live = None
+        self._live_conf = None
         # Instance UUID -> RestorePlan while its spawn is restoring, read by
         # _create_guest (called deep inside LibvirtDriver.spawn).
         self._restores = {}
@@ -66,12 +67,26 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
 
     @property
     def live(self):
-        """:class:`nova_live_snapshot.virt.live.LiveSnapshots`."""
+        """:class:`nova_live_snapshot.virt.live.LiveSnapshots` on this
+        compute host: libvirt through Nova's own ``Host`` (``[libvirt]
+        connection_uri``), paths from this host's configuration
+        (:func:`nova_live_snapshot.conf.for_compute_host`)."""
         if self._live is None:
-            self._live = live.LiveSnapshots(nls_conf.CONF.live_snapshot,
+            self._live = live.LiveSnapshots(self.live_conf,
                                             self._host.get_connection,
                                             self._image_api)
         return self._live
+
+    @property
+    def live_conf(self):
+        """This host's ``[live_snapshot]`` values: per-machine defaults
+        resolved under its ``state_path`` and ``host``, so that two
+        nova-compute services on one machine share no cache, journal,
+        staging area or template."""
+        if self._live_conf is None:
+            self._live_conf = nls_conf.for_compute_host(
+                nls_conf.CONF, nls_conf.CONF.state_path, nls_conf.CONF.host)
+        return self._live_conf
 
     # Host --------------------------------------------------------------------
 
@@ -95,13 +110,12 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         provider_tree.add_traits(nodename, images.TRAIT)
         self._reserve_template_memory(provider_tree, nodename)
 
-    @staticmethod
-    def _reserve_template_memory(provider_tree, nodename):
+    def _reserve_template_memory(self, provider_tree, nodename):
         """Add what lazy-mode templates hold on tmpfs to the node's reserved
         MEMORY_MB: no instance's allocation covers it, and a template lives
         as long as its image on the host. Runs with every resource update,
         so the reservation follows templates as they come and go."""
-        held = template.held_mib(nls_conf.CONF.live_snapshot.template_dir)
+        held = template.held_mib(self.live_conf.template_dir)
         if not held:
             return
         inventory = provider_tree.data(nodename).inventory
@@ -148,7 +162,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('[service_user] has no credentials: memory streams '
                         'of deleted live images stay in %s until the cache '
                         'size limit evicts them',
-                        nls_conf.CONF.live_snapshot.memory_cache_dir)
+                        self.live_conf.memory_cache_dir)
             return None
         session = ks_loading.load_session_from_conf_options(
             nls_conf.CONF, 'service_user', auth=auth)
