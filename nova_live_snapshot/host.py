@@ -148,6 +148,22 @@ class Host:
         """Every machine type (canonical names and aliases) QEMU offers."""
         return set(self.machine_aliases(arch))
 
+    def cpu_models(self, virt_type='qemu', arch='x86_64'):
+        """The guest CPU models this host runs: its host-model's, and every
+        custom model libvirt calls usable for ``virt_type`` (``[libvirt]
+        virt_type`` inside nova-compute)."""
+        from nova_live_snapshot import domainxml
+        with translate_errors('read the domain capabilities'):
+            xml = self.get_connection().getDomainCapabilities(
+                None, arch, None, virt_type, 0)
+        root = domainxml.parse(xml, 'domain capabilities')
+        models = {m.text for m in root.findall(
+            "cpu/mode[@name='custom']/model") if m.get('usable') == 'yes'}
+        host_model = root.findtext("cpu/mode[@name='host-model']/model")
+        if host_model:
+            models.add(host_model)
+        return {m for m in models if m}
+
     # Domains -----------------------------------------------------------------
 
     def lookup(self, name_or_uuid):

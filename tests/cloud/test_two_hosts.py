@@ -6,7 +6,9 @@ vSwitch of its own in mount, UTS and network namespaces of their own
 
 1. a Debian source boots on host A (no zone named: host A's) and its live
    image is captured there; host A's cache holds the memory stream it
-   captured;
+   captured; the image requires the compatibility traits of what captured
+   it (architecture, machine type, QEMU release, CPU model), which both
+   hosts' resource providers carry;
 2. a clone asked for in host B's zone lands on host B, in host B's libvirtd
    and not host A's: the memory stream was fetched from Glance onto host B
    (one download of the memory image in Glance's log, one fetch in host B's
@@ -27,6 +29,7 @@ import hashlib
 import os
 import re
 
+import openstack
 import pytest
 
 from nova_live_snapshot import host as host_mod
@@ -74,6 +77,17 @@ def _glance_downloads(image_id):
         return sum(1 for line in f if pattern.search(line))
 
 
+def _provider_traits(node):
+    """The traits of compute node ``node``'s resource provider."""
+    os.environ['OS_CLIENT_CONFIG_FILE'] = conftest.CLOUDS_YAML
+    conn = openstack.connect(cloud='nls-admin')
+    rps = list(conn.placement.resource_providers(name=node))
+    assert len(rps) == 1, (node, rps)
+    return set(conn.placement.get(
+        '/resource_providers/%s/traits' % rps[0].id,
+        microversion='1.6').json()['traits'])
+
+
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -99,14 +113,19 @@ def _clone_on_b(demo, admin, compute_b, name):
     assert server['status'] == 'ACTIVE', server
     assert admin.server(server['id'])['OS-EXT-SRV-ATTR:host'] == \
         compute_b.name
-    return server
+    return server, watch
 
 
-def _check_distinct_machine(demo, flow, compute_b, server, others):
+def _check_distinct_machine(demo, flow, compute_b, server, others, watch):
     """``server`` on host B resumed the source's workload as a machine of
     its own on its own port; returns its identity."""
     guest = compute_b.guest(server['id'])
     state = wait_ready(guest)
+    # The benchmark of issue 13 beside the scenario, never a pass/fail
+    # timing: a host's first clone of an image (download and verification
+    # included) against its next (from its cache).
+    record_time('two hosts: %s create to workload ready' % server['name'],
+                watch())
     assert state.token == flow.before_capture.token
     assert state.counter >= flow.before_capture.counter
     ident = testbed.read_identity(guest)
@@ -125,7 +144,7 @@ def _check_distinct_machine(demo, flow, compute_b, server, others):
     return ident
 
 
-def test_1_capture_on_host_a(demo, admin, compute, flow):
+def test_1_capture_on_host_a(demo, admin, compute, compute_b, flow):
     server = demo('server', 'create', '--image', 'debian-guest', '--flavor',
                   'nls.small', '--network', demo.network, '--wait',
                   'two-host-source')
@@ -143,6 +162,18 @@ def test_1_capture_on_host_a(demo, admin, compute, flow):
     props = admin('image', 'show', image['id'])['properties']
     flow.memory_id = props['live_snapshot_memory_image']
     flow.memory_sha256 = props['live_snapshot_memory_sha256']
+    required = {k[len('trait:'):] for k, v in props.items()
+                if k.startswith('trait:') and v == 'required'}
+    assert 'CUSTOM_LIVE_SNAPSHOT' in required, props
+    kinds = {t.split('_')[3] for t in required
+             if t.startswith('CUSTOM_LIVE_SNAPSHOT_')}
+    assert kinds >= {'ARCH', 'MACHINE', 'QEMU'}, required
+    assert 'CUSTOM_LIVE_SNAPSHOT_MACHINE_%s' % re.sub(
+        r'[^A-Z0-9]', '_', props['live_snapshot_machine'].upper()) in required
+    for host in (compute, compute_b):
+        node = admin('hypervisor', 'list', '--matching', host.name)
+        assert len(node) == 1, node
+        assert required <= _provider_traits(node[0]['Hypervisor Hostname'])
     # Host A keeps the stream it captured; Glance has served it to nobody.
     assert flow.memory_id in compute.files(compute.cache_dir)
     assert _glance_downloads(flow.memory_id) == 0
@@ -151,7 +182,7 @@ def test_1_capture_on_host_a(demo, admin, compute, flow):
 def test_2_a_clone_on_host_b_fetches_verifies_and_caches_the_stream(
         demo, admin, compute, compute_b, flow):
     assert flow.memory_id not in compute_b.files(compute_b.cache_dir)
-    server = _clone_on_b(demo, admin, compute_b, 'two-host-clone-1')
+    server, watch = _clone_on_b(demo, admin, compute_b, 'two-host-clone-1')
     flow.clones.append(server)
     instance = admin.server(server['id'])['OS-EXT-SRV-ATTR:instance_name']
     # Host B's libvirtd runs it; host A's knows nothing of it.
@@ -173,14 +204,14 @@ def test_2_a_clone_on_host_b_fetches_verifies_and_caches_the_stream(
     assert _sha256(cached) == flow.memory_sha256
     source = testbed.read_identity(flow.source_guest)
     flow.identities = [_check_distinct_machine(demo, flow, compute_b, server,
-                                               [source])]
+                                               [source], watch)]
 
 
 def test_3_a_second_clone_on_host_b_uses_its_cache(
         demo, admin, compute_b, flow):
     cached = os.path.join(compute_b.cache_dir, flow.memory_id)
     inode = os.stat(cached).st_ino
-    server = _clone_on_b(demo, admin, compute_b, 'two-host-clone-2')
+    server, watch = _clone_on_b(demo, admin, compute_b, 'two-host-clone-2')
     flow.clones.append(server)
     assert _glance_downloads(flow.memory_id) == 1
     assert len(compute_b.log_lines(r'Fetched memory stream %s'
@@ -190,7 +221,7 @@ def test_3_a_second_clone_on_host_b_uses_its_cache(
     assert os.stat(cached).st_ino == inode
     source = testbed.read_identity(flow.source_guest)
     _check_distinct_machine(demo, flow, compute_b, server,
-                            [source] + flow.identities)
+                            [source] + flow.identities, watch)
 
 
 def test_4_deleting_the_live_image_prunes_both_hosts(
