@@ -48,6 +48,19 @@ def test_a_host_without_the_machine_type_or_cpu_model_is_not_chosen():
     assert not any('_CPU_' in t for t in _image(cpu=''))
 
 
+def test_old_and_unversioned_machine_types_have_no_trait():
+    """The trait request nova-compute makes must stay short (see the
+    module): aliases and machine types older than QEMU 6.0 get none, and
+    an image of one requires none."""
+    host = traits.host_traits(**dict(HOST_7_2, machine_types=HOST_7_2[
+        'machine_types'] | {'pc-i440fx-2.12', 'isapc', 'microvm'}))
+    machines = {t for t in host if '_MACHINE_' in t}
+    assert machines == {'CUSTOM_LIVE_SNAPSHOT_MACHINE_PC_I440FX_7_2',
+                        'CUSTOM_LIVE_SNAPSHOT_MACHINE_PC_Q35_7_2'}
+    assert not any('_MACHINE_' in t for t in _image(machine='pc-i440fx-2.12'))
+    assert _image(machine='pc-i440fx-2.12') <= host
+
+
 def test_another_architecture_is_not_chosen():
     arm = dict(HOST_7_2, arch='aarch64')
     assert not _image() <= traits.host_traits(**arm)
