@@ -776,12 +776,18 @@ class Cloud:
         # done before the first boot.
         run(self.config.nova('cell_v2', 'discover_hosts'),
             'nova-manage cell_v2 discover_hosts')
-        # Host B is a zone of its own: servers that name no zone land on
+        # Each host a zone of its own: servers that name no zone land on
         # host A (default_schedule_zone = nova), as the single-host
         # scenarios expect; the two-host ones ask for zone HOST_B_ZONE.
-        aggregate = conn.compute.create_aggregate(
-            name=self.host_b.name, availability_zone=HOST_B_ZONE)
-        conn.compute.add_host_to_aggregate(aggregate, self.host_b.name)
+        # Host A's zone must be an aggregate too: Nova maps a requested
+        # zone to placement aggregates (map_az_to_placement_aggregate), and
+        # a zone no aggregate names filters nothing (seen: a server with
+        # zone nova scheduled to host B).
+        for host, zone in ((host_a_description()['host'], 'nova'),
+                           (self.host_b.name, HOST_B_ZONE)):
+            aggregate = conn.compute.create_aggregate(
+                name='zone-' + zone, availability_zone=zone)
+            conn.compute.add_host_to_aggregate(aggregate, host)
         log('both nova-compute services are up; their hosts carry '
             'CUSTOM_LIVE_SNAPSHOT; %s is zone %s', self.host_b.name,
             HOST_B_ZONE)
