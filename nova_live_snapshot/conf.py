@@ -5,9 +5,12 @@ Registered on ``oslo_config.cfg.CONF`` by :func:`register_opts`; listed for
 ``oslo.config.opts = nova_live_snapshot = nova_live_snapshot.conf:list_opts``).
 """
 
+import os
+
 from oslo_config import cfg
 
-__all__ = ['CONF', 'GROUP', 'register_opts', 'list_opts', 'new', 'derive']
+__all__ = ['CONF', 'GROUP', 'register_opts', 'list_opts', 'new', 'derive',
+           'for_compute_host']
 
 CONF = cfg.CONF
 
@@ -22,17 +25,21 @@ that resume where the source was, instead of booting. Experimental.
 ENGINE_OPTS = [
     cfg.StrOpt(
         'connection_uri',
-        default='qemu:///system',
         help="""
 libvirt connection URI the standalone engine and command use.
 
 Possible values:
 
-* A libvirt URI for the local QEMU driver.
+* Unset (the default): libvirt's default URI (``LIBVIRT_DEFAULT_URI``,
+  ``uri_default`` in ``libvirt.conf``, else what libvirt finds).
+* A libvirt URI for a QEMU driver, e.g. ``qemu:///system`` or, for a
+  libvirtd of its own on the same machine,
+  ``qemu:///system?socket=/path/to/libvirt-sock``.
 
 Related options:
 
-* Inside nova-compute the driver uses Nova's own ``[libvirt] connection_uri``.
+* Inside nova-compute the driver uses Nova's own ``[libvirt] connection_uri``
+  (the connection of Nova's own ``Host``).
 """),
     cfg.StrOpt(
         'image_dir',
@@ -326,6 +333,49 @@ def derive(group, **overrides):
     values = {opt.name: getattr(group, opt.name) for opt in ALL_OPTS}
     values.update(overrides)
     return new(**values)
+
+
+#: The options whose defaults name one place per machine. Inside nova-compute
+#: each left at its default is resolved per compute host
+#: (:func:`for_compute_host`): two nova-compute services on one machine (each
+#: with its own ``host``, ``state_path`` and libvirtd) must never share a
+#: memory-stream cache, a capture journal or staging area, or lazy-mode
+#: templates, because each host's cleanup removes what its own records and
+#: its own libvirtd do not know.
+_PER_HOST = {
+    # name: (under Nova's state_path, or on tmpfs under the default + host)
+    'image_dir': ('state_path', 'live-snapshot/images'),
+    'clone_dir': ('state_path', 'live-snapshot/clones'),
+    'memory_cache_dir': ('state_path', 'live-snapshot/cache'),
+    'staging_dir': ('tmpfs', None),
+    'template_dir': ('tmpfs', None),
+}
+
+
+def for_compute_host(conf, state_path, host):
+    """The ``[live_snapshot]`` values of the nova-compute whose Nova options
+    are ``state_path`` and ``host``, as a private copy.
+
+    Options set in a configuration file (or overridden) keep their value;
+    the per-machine defaults become per host: ``image_dir``, ``clone_dir``
+    and ``memory_cache_dir`` under ``<state_path>/live-snapshot/``, the tmpfs
+    ``staging_dir`` and ``template_dir`` a sub-directory named after
+    ``host`` of their default.
+
+    :param conf: the ConfigOpts the group is registered on (Nova's CONF)
+    """
+    derived = {}
+    for name, (base, sub) in _PER_HOST.items():
+        location = conf.get_location(name, GROUP.name)
+        if location is not None and (location.location
+                                     is not cfg.Locations.opt_default):
+            continue
+        if base == 'state_path':
+            derived[name] = os.path.join(state_path, sub)
+        else:
+            derived[name] = os.path.join(getattr(conf.live_snapshot, name),
+                                         host)
+    return derive(conf.live_snapshot, **derived)
 
 
 def list_opts():

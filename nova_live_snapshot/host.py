@@ -81,10 +81,14 @@ class PauseWindow:
 
 
 class Host:
-    """A libvirt connection to the local QEMU driver."""
+    """A libvirt connection to one host's QEMU driver."""
 
-    def __init__(self, uri='qemu:///system', connection=None):
-        """:param connection: a callable returning an open connection whose
+    def __init__(self, uri=None, connection=None):
+        """:param uri: the libvirt URI (``[live_snapshot] connection_uri``);
+            None for libvirt's default URI. A machine may run more than one
+            libvirtd (``qemu:///system?socket=...``): nothing here assumes
+            ``qemu:///system``.
+        :param connection: a callable returning an open connection whose
             owner runs its event loop (inside nova-compute, the bound
             ``get_connection`` of Nova's own ``Host``). Used instead of a
             connection of our own, so that there is one connection and one
@@ -101,7 +105,8 @@ class Host:
         with self._lock:
             if self._conn is None:
                 _start_event_loop()
-                with translate_errors('open connection to %s' % self.uri):
+                with translate_errors('open connection to %s'
+                                      % (self.uri or "libvirt's default URI")):
                     self._conn = libvirt.open(self.uri)
             return self._conn
 
@@ -157,6 +162,22 @@ class Host:
     def machine_types(self, arch='x86_64'):
         """Every machine type (canonical names and aliases) QEMU offers."""
         return set(self.machine_aliases(arch))
+
+    def cpu_models(self, virt_type='qemu', arch='x86_64'):
+        """The guest CPU models this host runs: its host-model's, and every
+        custom model libvirt calls usable for ``virt_type`` (``[libvirt]
+        virt_type`` inside nova-compute)."""
+        from nova_live_snapshot import domainxml
+        with translate_errors('read the domain capabilities'):
+            xml = self.get_connection().getDomainCapabilities(
+                None, arch, None, virt_type, 0)
+        root = domainxml.parse(xml, 'domain capabilities')
+        models = {m.text for m in root.findall(
+            "cpu/mode[@name='custom']/model") if m.get('usable') == 'yes'}
+        host_model = root.findtext("cpu/mode[@name='host-model']/model")
+        if host_model:
+            models.add(host_model)
+        return {m for m in models if m}
 
     # Domains -----------------------------------------------------------------
 

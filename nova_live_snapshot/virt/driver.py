@@ -21,7 +21,11 @@ For ordinary instances nothing changes: every method falls through to
   :meth:`destroy` and :meth:`manage_image_cache` remove templates that
   nothing needs any more;
 * the ``CUSTOM_LIVE_SNAPSHOT`` trait on the compute node, which live images
-  require, so that clones only land on hosts that can restore them;
+  require, so that clones only land on hosts that can restore them, and the
+  ``CUSTOM_LIVE_SNAPSHOT_*`` traits of what this host's QEMU can resume
+  (architecture, machine types, QEMU releases, CPU models;
+  :mod:`nova_live_snapshot.virt.traits`), of which each live image
+  requires those of the host that captured it;
 * the memory lazy-mode templates hold on tmpfs (``[live_snapshot]
   template_dir``) reserved in the node's ``MEMORY_MB`` inventory, so that
   the scheduler does not count it as free.
@@ -45,6 +49,7 @@ from nova_live_snapshot import template
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
+from nova_live_snapshot.virt import traits
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         # must stop nova-compute here, not half-way through a capture.
         selfcheck.check_driver(self)
         self._live = None
+        self._live_conf = None
+        self._compat_traits = None
         # Instance UUID -> RestorePlan while its spawn is restoring, read by
         # _create_guest (called deep inside LibvirtDriver.spawn).
         self._restores = {}
@@ -67,12 +74,26 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
 
     @property
     def live(self):
-        """:class:`nova_live_snapshot.virt.live.LiveSnapshots`."""
+        """:class:`nova_live_snapshot.virt.live.LiveSnapshots` on this
+        compute host: libvirt through Nova's own ``Host`` (``[libvirt]
+        connection_uri``), paths from this host's configuration
+        (:func:`nova_live_snapshot.conf.for_compute_host`)."""
         if self._live is None:
-            self._live = live.LiveSnapshots(nls_conf.CONF.live_snapshot,
+            self._live = live.LiveSnapshots(self.live_conf,
                                             self._host.get_connection,
                                             self._image_api)
         return self._live
+
+    @property
+    def live_conf(self):
+        """This host's ``[live_snapshot]`` values: per-machine defaults
+        resolved under its ``state_path`` and ``host``, so that two
+        nova-compute services on one machine share no cache, journal,
+        staging area or template."""
+        if self._live_conf is None:
+            self._live_conf = nls_conf.for_compute_host(
+                nls_conf.CONF, nls_conf.CONF.state_path, nls_conf.CONF.host)
+        return self._live_conf
 
     # Host --------------------------------------------------------------------
 
@@ -94,15 +115,36 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
         provider_tree.add_traits(nodename, protocol.TRAIT)
+        self._update_compatibility_traits(provider_tree, nodename)
         self._reserve_template_memory(provider_tree, nodename)
 
-    @staticmethod
-    def _reserve_template_memory(provider_tree, nodename):
+    def _update_compatibility_traits(self, provider_tree, nodename):
+        """This host's ``CUSTOM_LIVE_SNAPSHOT_*`` traits; those it no longer
+        has (a QEMU upgraded under a restarted nova-compute) go. Without
+        them (libvirt would not tell) a host gets no clone of an image that
+        requires them, the safe side."""
+        if self._compat_traits is None:
+            host = self.live.host
+            try:
+                self._compat_traits = traits.host_traits(
+                    'x86_64', host.machine_types(), host.qemu_version(),
+                    host.cpu_models(nls_conf.CONF.libvirt.virt_type))
+            except exception.LiveSnapshotError as e:
+                LOG.warning('No live snapshot compatibility traits for this '
+                            'host: %s', e)
+                return
+        stale = {t for t in provider_tree.data(nodename).traits
+                 if t.startswith(traits.PREFIX)} - self._compat_traits
+        if stale:
+            provider_tree.remove_traits(nodename, *stale)
+        provider_tree.add_traits(nodename, *self._compat_traits)
+
+    def _reserve_template_memory(self, provider_tree, nodename):
         """Add what lazy-mode templates hold on tmpfs to the node's reserved
         MEMORY_MB: no instance's allocation covers it, and a template lives
         as long as its image on the host. Runs with every resource update,
         so the reservation follows templates as they come and go."""
-        held = template.held_mib(nls_conf.CONF.live_snapshot.template_dir)
+        held = template.held_mib(self.live_conf.template_dir)
         if not held:
             return
         inventory = provider_tree.data(nodename).inventory
@@ -149,7 +191,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('[service_user] has no credentials: memory streams '
                         'of deleted live images stay in %s until the cache '
                         'size limit evicts them',
-                        nls_conf.CONF.live_snapshot.memory_cache_dir)
+                        self.live_conf.memory_cache_dir)
             return None
         session = ks_loading.load_session_from_conf_options(
             nls_conf.CONF, 'service_user', auth=auth)

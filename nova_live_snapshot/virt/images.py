@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid as uuidlib
 
 from nova_live_snapshot import exception
@@ -325,8 +326,18 @@ class MemoryCache:
             if not self._verified_as(key, sha256, size):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+                started = time.monotonic()
                 self._fetch(path, sha256, size, fetch, image)
                 self._write_hash(key, sha256)
+                # Operators (and the two-host scenarios) tell a host's
+                # first clone of an image, which downloads, from the next.
+                LOG.info('Fetched memory stream %s of live image %s into '
+                         'this host\'s cache: %d MiB in %.2f s, SHA-256 '
+                         'verified', key, image, int(size) >> 20,
+                         time.monotonic() - started)
+            else:
+                LOG.info('Memory stream %s of live image %s served from '
+                         'this host\'s cache', key, image)
             os.utime(path)
             fcntl.flock(lock, fcntl.LOCK_SH)
             try:

@@ -34,6 +34,7 @@ from nova_live_snapshot import records
 from nova_live_snapshot import template as template_mod
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
+from nova_live_snapshot.virt import traits
 
 LOG = logging.getLogger(__name__)
 
@@ -329,6 +330,11 @@ class LiveSnapshots:
                 created_at=image.manifest.data['created_at'])
             properties = record.properties(self.conf.signing_key)
             properties['trait:%s' % protocol.TRAIT] = 'required'
+            # Only hosts whose QEMU can resume it (format 1: x86_64).
+            for trait in traits.image_traits(
+                    'x86_64', record.machine, record.qemu_version,
+                    record.cpu_model):
+                properties['trait:%s' % trait] = 'required'
             # One upload with the signed record: the image turns active
             # complete, never active and unsigned.
             with open(image.disk_path, 'rb') as f:

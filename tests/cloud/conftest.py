@@ -28,6 +28,9 @@ from nova_live_snapshot import testbed
 
 CLOUD_DIR = os.environ.get('NLS_CLOUD_DIR', '/var/tmp/nls-cloud')
 CLOUDS_YAML = os.path.join(CLOUD_DIR, 'clouds.yaml')
+#: The compute hosts, as the cloud describes them (tools/cloud/cloud.py
+#: HOSTS_JSON): A on the machine's libvirtd, B in namespaces of its own.
+HOSTS_JSON = os.path.join(CLOUD_DIR, 'run', 'hosts.json')
 CLOUD_TOOL = os.path.join(os.path.dirname(__file__), '..', '..', 'tools',
                           'cloud', 'cloud.py')
 OPENSTACK = os.path.join(os.path.dirname(sys.executable), 'openstack')
@@ -158,19 +161,33 @@ def demo_default(cloud_ready):
     return CLI('nls-demo-default', 'demo-net')
 
 
-class Compute:
-    """The compute host as an operator sees it: libvirt, Nova's and the
-    driver's directories, the nova-compute log, the service's PID."""
+def hosts():
+    """{'A': ..., 'B': ...}: each compute host's Nova name, libvirt URI,
+    directories, log and service name."""
+    with open(HOSTS_JSON) as f:
+        return json.load(f)
 
-    def __init__(self, admin):
+
+class Compute:
+    """A compute host as an operator sees it: its libvirt, Nova's and the
+    driver's directories, its nova-compute's log and service.
+
+    :param which: ``'A'`` (the machine's libvirtd) or ``'B'``
+    """
+
+    def __init__(self, admin, which='A'):
+        desc = hosts()[which]
         self.admin = admin
-        self.host = host_mod.Host()
-        self.data = os.path.join(CLOUD_DIR, 'data')
-        self.instances = os.path.join(CLOUD_DIR, 'instances')
-        self.image_dir = os.path.join(self.data, 'live-snapshot', 'images')
-        self.cache_dir = os.path.join(self.data, 'live-snapshot', 'cache')
-        self.staging = '/dev/shm/nls-cloud-staging'
-        self.log = os.path.join(CLOUD_DIR, 'logs', 'nova-compute.log')
+        self.name = desc['host']
+        self.host = host_mod.Host(desc['uri'])
+        self.data = desc['data']
+        self.instances = desc['instances']
+        self.image_dir = desc['image_dir']
+        self.cache_dir = desc['cache_dir']
+        self.staging = desc['staging']
+        self.log = desc['log']
+        self.service = desc['service']
+        self.zone = desc['zone']
 
     def guest(self, server_id):
         """The server's libvirt domain, whose agent the checks talk to."""
@@ -190,11 +207,11 @@ class Compute:
         with open(self.log, errors='replace') as f:
             return [line for line in f if regex.search(line)]
 
-    def restart(self, kill=False, service='nova-compute', action='restart'):
+    def restart(self, kill=False, service=None, action='restart'):
         """Restart (or stop, or start) a service of the cloud through its
-        supervisor, nova-compute by default; with ``kill``, SIGKILL it
-        first, as a crash would."""
-        argv = [sys.executable, CLOUD_TOOL, action, service]
+        supervisor, this host's nova-compute by default; with ``kill``,
+        SIGKILL it first, as a crash would."""
+        argv = [sys.executable, CLOUD_TOOL, action, service or self.service]
         if kill:
             argv.append('--kill')
         subprocess.run(argv, check=True, capture_output=True, timeout=300)
@@ -208,7 +225,15 @@ class Compute:
 
 @pytest.fixture(scope='session')
 def compute(admin):
+    """Host A, where the scenarios' servers land unless they say."""
     return Compute(admin)
+
+
+@pytest.fixture(scope='session')
+def compute_b(admin):
+    """Host B: a libvirtd, virtlogd and Open vSwitch of its own in
+    namespaces of their own (tools/cloud/computehost.py)."""
+    return Compute(admin, 'B')
 
 
 def wait_ready(guest, timeout=300):

@@ -3,8 +3,10 @@
 Everything an operator would run, nothing faked: Debian's MariaDB and
 RabbitMQ started by hand on loopback; keystone, placement, glance,
 neutron-server and nova-api from PyPI, each under a WSGI server
-(``wsgi_server.py``); nova-conductor, nova-scheduler and nova-compute with
-this project's driver on the host's libvirtd. Nova's stock api-paste
+(``wsgi_server.py``); nova-conductor, nova-scheduler and two compute
+hosts, each a nova-compute with this project's driver: host A on the
+machine's libvirtd, host B (``computehost.py``) on a libvirtd, virtlogd and
+Open vSwitch in mount, UTS and network namespaces of their own. Nova's stock api-paste
 pipeline gets this project's filter, as ``etc/api-paste.ini.snippet`` tells
 operators to do. A second nova-api, configured with the feature left at its
 default, shows what users of a cloud that did not turn it on see.
@@ -51,6 +53,7 @@ import time
 import urllib.error
 import urllib.request
 
+import computehost
 import network
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -66,6 +69,14 @@ LOGS = os.path.join(DIR, 'logs')
 RUN = os.path.join(DIR, 'run')
 INSTANCES = os.path.join(DIR, 'instances')
 STAGING = '/dev/shm/nls-cloud-staging'
+TEMPLATES = '/dev/shm/nls-cloud-templates'
+#: Host A is the machine's own libvirtd (tools/setup-host.sh); host B has
+#: one of its own (computehost.py).
+MACHINE_LIBVIRT_URI = 'qemu:///system'
+#: Every compute host as the tests see it.
+HOSTS_JSON = os.path.join(RUN, 'hosts.json')
+#: Host B's availability zone (host A is in Nova's default one, nova).
+HOST_B_ZONE = 'nls-b'
 CLOUDS_YAML = os.path.join(DIR, 'clouds.yaml')
 READY = os.path.join(RUN, 'ready.json')
 FAILED = os.path.join(RUN, 'failed')
@@ -238,8 +249,9 @@ def nova_api_paste(dest):
 class Config:
     """Renders every service's configuration from tools/cloud/etc."""
 
-    def __init__(self, pw):
+    def __init__(self, pw, hosts):
         self.pw = pw
+        self.hosts = hosts
         self.transport_url = 'rabbit://nls:%s@127.0.0.1:5672/' % pw['rabbit']
 
     def db_url(self, user, database):
@@ -270,20 +282,24 @@ class Config:
             'connection = %s' % self.db_url('nova', 'nova')])
         # nova-compute gets no database (as in a real deployment: it talks
         # to the conductor); the API, conductor and scheduler share one
-        # file; the second API leaves the feature at its default.
-        for path, dbs, switch in (
-                ('nova/nova.conf', databases, 'enabled = true'),
-                ('nova/nova-cpu.conf', '', 'enabled = true'),
-                ('nova-default/nova.conf', databases,
-                 '# enabled: left at its default (false)')):
+        # file; the second API leaves the feature at its default; each
+        # compute host has its own file, with its own host, paths and
+        # libvirt URI.
+        files = [('nova/nova.conf', databases, 'enabled = true', HOST_A),
+                 ('nova/nova-cpu.conf', '', 'enabled = true', HOST_A),
+                 ('nova-default/nova.conf', databases,
+                  '# enabled: left at its default (false)', HOST_A)]
+        for host in self.hosts:
+            files.append((compute_conf(host.name), '', 'enabled = true',
+                          host.nova_values()))
+        for path, dbs, switch, host_values in files:
             path = os.path.join(ETC, path)
             render('nova.conf', path, self=path,
-                   db_password=pw['db_nova'], instances=INSTANCES,
-                   databases=dbs,
+                   db_password=pw['db_nova'], databases=dbs,
                    keystone_authtoken=keystone_authtoken('nova', pw['nova']),
                    service_auth=_auth_lines('nova', pw['nova']),
-                   live_snapshot_switch=switch, ovsdb=network.OVSDB,
-                   signing_key=pw['signing_key'], **common)
+                   live_snapshot_switch=switch,
+                   signing_key=pw['signing_key'], **host_values, **common)
         for conf_dir in ('nova', 'nova-default'):
             nova_api_paste(os.path.join(ETC, conf_dir, 'api-paste.ini'))
 
@@ -292,13 +308,43 @@ class Config:
                 os.path.join(ETC, 'nova', 'nova.conf')] + list(args)
 
 
+#: Host A's nova-compute: the machine's hostname (Nova's default ``host``),
+#: the cloud's own directories, the machine's libvirtd.
+HOST_A = dict(host_option='# host: the machine\'s hostname (the default)',
+              state_path=os.path.join(DATA, 'nova'), instances=INSTANCES,
+              connection_uri=MACHINE_LIBVIRT_URI, ovsdb=network.OVSDB,
+              live_snapshot_dir=os.path.join(DATA, 'live-snapshot'),
+              staging=STAGING, templates=TEMPLATES)
+
+
+def compute_conf(host_name):
+    """The configuration file of ``host_name``'s nova-compute, under ETC."""
+    return 'nova/nova-cpu-%s.conf' % host_name
+
+
+def host_a_description():
+    """Host A as the tests see it (hosts.json)."""
+    live = HOST_A['live_snapshot_dir']
+    return {'host': socket.gethostname(), 'uri': MACHINE_LIBVIRT_URI,
+            'instances': INSTANCES, 'data': DATA,
+            'image_dir': os.path.join(live, 'images'),
+            'cache_dir': os.path.join(live, 'cache'), 'staging': STAGING,
+            'log': os.path.join(LOGS, 'nova-compute.log'),
+            'service': 'nova-compute', 'zone': 'nova',
+            'netns': '/run/netns/%s' % network.NETNS}
+
+
 # --- services ------------------------------------------------------------
 
 class Service:
     """One daemon of the cloud: started as a child of the supervisor in a
     session of its own, its PID recorded, its output in logs/<name>.log."""
 
-    def __init__(self, name, argv, env=None, port=None, stop_timeout=30):
+    def __init__(self, name, argv, env=None, port=None, stop_timeout=30,
+                 before_stop=None):
+        """:param before_stop: called before the service is stopped while
+            it runs (host B's libvirtd destroys its domains first)."""
+        self.before_stop = before_stop
         self.name = name
         self.argv = argv
         self.env = env
@@ -353,7 +399,10 @@ class Service:
         log('%s answers on port %d', self.name, self.port)
 
     def stop(self):
-        stop_pid(self.name, read_pid(self.pid_file), self.stop_timeout)
+        pid = read_pid(self.pid_file)
+        if self.before_stop is not None and pid and alive(pid):
+            self.before_stop()
+        stop_pid(self.name, pid, self.stop_timeout)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.pid_file)
         if self.proc is not None:
@@ -474,7 +523,8 @@ class Cloud:
 
     def __init__(self):
         self.pw = Secrets(os.path.join(DATA, 'secrets.json'))
-        self.config = Config(self.pw)
+        self.host_b = computehost.ComputeHost(sys.modules[__name__])
+        self.config = Config(self.pw, [self.host_b])
         self.services = []
         self.timings = {}
 
@@ -492,6 +542,7 @@ class Cloud:
     def build(self):
         with self.step('database and queue'):
             self.start_backends()
+        self.host_b.prepare()
         self.config.write()
         backend = network.Backend(self, sys.modules[__name__])
         backend.write_config()
@@ -503,14 +554,21 @@ class Cloud:
             self.sync_schemas()
         with self.step('apis'):
             self.start_apis()
+        with self.step('host B'):
+            self.host_b.start_hypervisor(self)
         with self.step('network'):
             backend.start()
+            self.host_b.start_network(self, backend)
             backend.create_project_networks()
         with self.step('nova services'):
             self.start_nova_services()
         with self.step('flavors and images'):
             self.load_flavors_and_images()
         self.write_clouds_yaml()
+        hosts = {'A': host_a_description(),
+                 'B': dict(self.host_b.description(), zone=HOST_B_ZONE)}
+        with open(HOSTS_JSON, 'w') as f:
+            json.dump(hosts, f, indent=2)
 
     def start_backends(self):
         db = MariaDB()
@@ -666,11 +724,15 @@ class Cloud:
             os.makedirs(path, mode=0o711, exist_ok=True)
             os.chmod(path, 0o711)
         cpu_conf = os.path.join(ETC, 'nova', 'nova-cpu.conf')
-        services = [Service(name, [os.path.join(BIN, name), '--config-file',
-                                   conf_file], stop_timeout=60)
-                    for name, conf_file in (('nova-conductor', conf),
-                                            ('nova-scheduler', conf),
-                                            ('nova-compute', cpu_conf))]
+        services = [Service(name, [os.path.join(BIN, 'nova-' + binary),
+                                   '--config-file', conf_file],
+                            stop_timeout=60)
+                    for name, binary, conf_file in (
+                        ('nova-conductor', 'conductor', conf),
+                        ('nova-scheduler', 'scheduler', conf),
+                        ('nova-compute', 'compute', cpu_conf),
+                        (self.host_b.description()['service'], 'compute',
+                         os.path.join(ETC, compute_conf(self.host_b.name))))]
         for service in services[:2]:
             self.start(service)
         if os.environ.get('NLS_CLOUD_SHARED_HYPERVISOR') == '1':
@@ -681,34 +743,54 @@ class Cloud:
                 'preregister_compute.py')
         else:
             wait_for_no_domains()
-        compute = self.start(services[2])
+        computes = [self.start(service) for service in services[2:]]
         conn = self.admin()
 
         def compute_ready():
             for svc in self.services:
                 svc.check_running()
             # nova-compute does not exit when its start-up fails.
-            critical = compute.log_lines(r'^\S+ \S+ \d+ CRITICAL ')
-            if critical:
-                raise CloudError('nova-compute failed to start: %s'
-                                 % critical[0])
+            for compute in computes:
+                critical = compute.log_lines(r'^\S+ \S+ \d+ CRITICAL ')
+                if critical:
+                    raise CloudError('%s failed to start: %s'
+                                     % (compute.name, critical[0]))
             rps = list(conn.placement.resource_providers())
-            if not rps:
+            if len(rps) < len(computes):
                 return None
-            traits = conn.placement.get(
-                '/resource_providers/%s/traits' % rps[0].id,
-                microversion='1.6').json()['traits']
+            for rp in rps:
+                traits = conn.placement.get(
+                    '/resource_providers/%s/traits' % rp.id,
+                    microversion='1.6').json()['traits']
+                if 'CUSTOM_LIVE_SNAPSHOT' not in traits:
+                    return None
             up = [s for s in conn.compute.services()
                   if s.state == 'up']
-            return ('CUSTOM_LIVE_SNAPSHOT' in traits and len(up) >= 3
-                    and list(conn.compute.hypervisors()))
-        wait_for(compute_ready, 300, 'nova-compute to report its host '
-                 'with the CUSTOM_LIVE_SNAPSHOT trait', interval=2)
+            return (len(up) >= 2 + len(computes)
+                    and len(list(conn.compute.hypervisors()))
+                    == len(computes))
+        wait_for(compute_ready, 300, 'both nova-compute services to report '
+                 'their hosts with the CUSTOM_LIVE_SNAPSHOT trait',
+                 interval=2)
         # The scheduler maps new hosts every 2 s; this makes sure it is
         # done before the first boot.
         run(self.config.nova('cell_v2', 'discover_hosts'),
             'nova-manage cell_v2 discover_hosts')
-        log('nova-compute is up; its host carries CUSTOM_LIVE_SNAPSHOT')
+        # Each host a zone of its own: servers that name no zone land on
+        # host A (default_schedule_zone = nova), as the single-host
+        # scenarios expect; the two-host ones ask for zone HOST_B_ZONE.
+        # Host A's zone must be an aggregate too: Nova maps a requested
+        # zone to placement aggregates (map_az_to_placement_aggregate), and
+        # a zone no aggregate names filters nothing (seen: a server with
+        # zone nova scheduled to host B).
+        for host, zone in ((host_a_description()['host'], 'nova'),
+                           (self.host_b.name, HOST_B_ZONE)):
+            aggregate = conn.compute.create_aggregate(
+                name='zone-' + zone, availability_zone=zone)
+            conn.compute.add_host_to_aggregate(aggregate, host)
+        log('both nova-compute services are up; their hosts carry '
+            'CUSTOM_LIVE_SNAPSHOT; %s is zone %s', self.host_b.name,
+            HOST_B_ZONE)
 
     def load_flavors_and_images(self):
         conn = self.admin()
@@ -871,7 +953,7 @@ def up():
         log('already up (supervisor pid %d)', pid)
         return 0
     down()
-    for path in (ETC, DATA, RUN, INSTANCES):
+    for path in (ETC, DATA, RUN, INSTANCES, os.path.join(DIR, 'hosts')):
         shutil.rmtree(path, ignore_errors=True)
     if os.path.isdir(LOGS):
         shutil.rmtree(LOGS + '.previous', ignore_errors=True)
@@ -924,8 +1006,12 @@ def down():
                     'supervisor.pid', 'mysqld.pid', 'rabbitmq-beam.pid'):
                 stop_pid(name[:-4], read_pid(os.path.join(RUN, name)))
     remove_domains()
+    # Host B's QEMU processes, if its libvirtd died before it could stop
+    # them; its namespaces, mounts and veth went with its processes.
+    computehost.ComputeHost(sys.modules[__name__]).sweep()
     network.cleanup(DATA, log)
     shutil.rmtree(STAGING, ignore_errors=True)
+    shutil.rmtree(TEMPLATES, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SUPERVISOR_PID)
     return 0
@@ -943,7 +1029,7 @@ def wait_for_no_domains(timeout=None):
     from nova_live_snapshot import host as host_mod
     if timeout is None:
         timeout = int(os.environ.get('NLS_CLOUD_DOMAIN_WAIT', '900'))
-    host = host_mod.Host()
+    host = host_mod.Host(MACHINE_LIBVIRT_URI)
     try:
         seen = set()
 
@@ -961,14 +1047,16 @@ def wait_for_no_domains(timeout=None):
         host.close()
 
 
-def remove_domains():
-    """Nova's instances live in INSTANCES: any libvirt domain whose disk is
-    there belongs to this cloud and goes with it."""
+def remove_domains(uri=MACHINE_LIBVIRT_URI,
+                   ours=lambda xml: INSTANCES + '/' in xml):
+    """Destroy and undefine the cloud's domains on libvirt ``uri``: on the
+    machine's libvirtd those whose disks are in INSTANCES (Nova's instances
+    live there); ``ours`` tells from a domain's XML."""
     import libvirt
-    conn = libvirt.open('qemu:///system')
+    conn = libvirt.open(uri)
     try:
         for dom in conn.listAllDomains():
-            if INSTANCES + '/' not in dom.XMLDesc(0):
+            if not ours(dom.XMLDesc(0)):
                 continue
             log('removing leftover domain %s', dom.name())
             if dom.isActive():

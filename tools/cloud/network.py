@@ -17,7 +17,11 @@ that every OVS tool (libvirt's ``ovs-vsctl`` too) finds the switch without
 options; its database lives with the cloud's data. Nothing else on these
 machines runs Open vSwitch.
 
-Each project of the cloud gets a ``local`` network with a DHCP subnet, and
+Each project of the cloud gets a VLAN network of the provider network
+``physnet1`` (VLANs 100-199) with a DHCP subnet: each compute host's OVS
+agent maps ``physnet1`` to its ``br-phys`` (host A's here, host B's in
+tools/cloud/computehost.py, joined by a veth pair), so a network spans
+both hosts; OVS tags and untags in userspace. Its
 its default security group lets ICMP and SSH in from that subnet (the
 checks ping and connect from the DHCP namespace).
 """
@@ -35,6 +39,9 @@ OVS_RUNDIR = '/var/run/openvswitch'
 OVSDB = 'unix:%s/db.sock' % OVS_RUNDIR
 OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 INTEGRATION_BRIDGE = 'br-int'
+#: Each host's bridge of the provider network the project networks are
+#: VLANs of (ml2_conf.ini, openvswitch_agent.ini bridge_mappings).
+PHYS_BRIDGE = 'br-phys'
 #: project: its network's subnet
 PROJECT_SUBNETS = {'demo': '10.78.1.0/24', 'alt': '10.78.2.0/24'}
 #: service: what must restart after it. On the userspace datapath the DHCP
@@ -49,6 +56,14 @@ AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent')
 def in_netns(argv):
     """``argv`` in libvirtd's network namespace (only the network one)."""
     return ['nsenter', '--net=/run/netns/%s' % NETNS] + list(argv)
+
+
+def phys_bridge_args():
+    """``ovs-vsctl`` arguments making a host's br-phys: it must exist
+    before the host's OVS agent starts (the agent exits on a mapping to a
+    missing bridge)."""
+    return ['--may-exist', 'add-br', PHYS_BRIDGE, '--', 'set', 'bridge',
+            PHYS_BRIDGE, 'datapath_type=netdev']
 
 
 def network_name(project):
@@ -126,6 +141,8 @@ class Backend:
             'ovs-vswitchd', OVSDB, '--no-chdir', '-vconsole:info']))
         ctx.wait_for(lambda: glob.glob('%s/ovs-vswitchd.*.ctl' % OVS_RUNDIR),
                      30, 'ovs-vswitchd to start')
+        ctx.run(['ovs-vsctl', '--timeout=30'] + phys_bridge_args(),
+                'ovs-vsctl add-br %s' % PHYS_BRIDGE)
         # The agents' RPC: the namespace's 127.0.0.1:5672 leads to the
         # host's through a unix socket only root can open.
         start(self.service('rabbit-relay-host', [
@@ -195,6 +212,21 @@ def bridge_exists():
                           check=False).returncode == 0
 
 
+def signal_pid_file(pid_file, program, sig):
+    """Send ``sig`` to the process ``pid_file`` names if its command line
+    contains ``program`` (a PID is reused once its process is gone); its
+    PID, or None when there was no such process."""
+    with contextlib.suppress(FileNotFoundError, ValueError,
+                             ProcessLookupError):
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            if program in f.read():
+                os.kill(pid, sig)
+                return pid
+    return None
+
+
 def cleanup(data_dir, log):
     """What the backend leaves after its daemons stop: the DHCP agent's
     dnsmasq processes (daemons of their own) and ``qdhcp-`` namespaces, for
@@ -203,16 +235,10 @@ def cleanup(data_dir, log):
     for net_dir in glob.glob(os.path.join(data_dir, 'neutron', 'dhcp',
                                           '*-*-*-*-*')):
         net_id = os.path.basename(net_dir)
-        pid_file = os.path.join(net_dir, 'pid')
-        with contextlib.suppress(FileNotFoundError, ValueError,
-                                 ProcessLookupError):
-            with open(pid_file) as f:
-                pid = int(f.read().strip())
-            with open('/proc/%d/cmdline' % pid, 'rb') as f:
-                if b'dnsmasq' in f.read():
-                    log('stopping dnsmasq of network %s (pid %d)', net_id,
-                        pid)
-                    os.kill(pid, signal.SIGTERM)
+        pid = signal_pid_file(os.path.join(net_dir, 'pid'), b'dnsmasq',
+                              signal.SIGTERM)
+        if pid:
+            log('stopped dnsmasq of network %s (pid %d)', net_id, pid)
         ns = 'qdhcp-%s' % net_id
         if os.path.exists('/run/netns/%s' % ns):
             log('removing namespace %s', ns)
@@ -231,8 +257,11 @@ def cleanup(data_dir, log):
 # ovs-vswitchd restart before the agent moved them into ``qdhcp-``). Nova's
 # instance taps carry the same names but are gone with their domains;
 # libvirt's own networks use ``vnetN`` and their bridge, never these names.
+# The provider bridge and host A's end of the wire to host B
+# (computehost.TRUNK) go too.
 _DATAPATH_DEVICE = re.compile(
-    r'(ovs-netdev|%s|tap[0-9a-f]{8}-[0-9a-f]{2})\Z' % INTEGRATION_BRIDGE)
+    r'(ovs-netdev|%s|%s|nls-trunk-a|tap[0-9a-f]{8}-[0-9a-f]{2})\Z'
+    % (INTEGRATION_BRIDGE, PHYS_BRIDGE))
 
 
 def _remove_datapath_devices(log):
