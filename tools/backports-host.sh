@@ -170,9 +170,10 @@ inside() {
     [ "$(stat -L -c %i /proc/self/ns/net)" = "$(stat -L -c %i "/run/netns/$NETNS")" ] \
         || die "not in network namespace $NETNS"
     hostname nls-backports
-    # The root a mount of its own: libvirt gives each QEMU a private /dev
-    # (qemu.conf namespaces) by remounting / as a slave first, which fails
-    # (EINVAL) on a directory that is not a mount point.
+    # The root a mount of its own, so that / inside is a mount point:
+    # libvirt's per-QEMU mount namespace (qemu.conf namespaces, off in
+    # this root, see configure) starts by remounting / as a slave, which
+    # fails (EINVAL) on a plain directory.
     mount --bind "$ROOT" "$ROOT"
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"        # this network namespace's view
