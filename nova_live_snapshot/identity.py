@@ -498,6 +498,21 @@ class _Steps:
                                         ' '.join(made) or 'none', how,
                                         '\n'.join(keys)), report.seconds)
 
+    def skew_s(self, looks=3):
+        """How far the guest's clock is from the host's, in seconds: the
+        smallest of up to ``looks`` measurements, stopping at the first
+        within tolerance. A guest busy starting services (the restarted
+        networkd, the reloaded sshd) may answer guest-get-time late, and
+        one late answer looks like a skewed clock; one more round trip is
+        cheaper than guest-set-time's hwclock (1-4 s under TCG)."""
+        skew = None
+        for _ in range(looks):
+            look = abs(self.clock_offset_ns()) / 1e9
+            skew = look if skew is None else min(skew, look)
+            if skew <= _CLOCK_TOLERANCE_S:
+                break
+        return skew
+
     def clock(self, offset_report):
         """Keep the clock the script set when it is within tolerance of the
         host's; otherwise set it with guest-set-time."""
@@ -505,7 +520,7 @@ class _Steps:
         try:
             if offset_report is not None and \
                     offset_report.status == Status.DONE:
-                skew = abs(self.clock_offset_ns()) / 1e9
+                skew = self.skew_s()
                 if skew <= _CLOCK_TOLERANCE_S:
                     self.keep(offset_report, 'set from an offset; %.3f s '
                               'from the host' % skew,

@@ -17,7 +17,10 @@ the next round, so at most three guests run.
 
 Usage (as root, from the repository, with the virtualenv)::
 
-    .venv/bin/python tools/reident-compare.py --rounds 4 [--old-ref main]
+    .venv/bin/python tools/reident-compare.py --rounds 4 [--old-ref REV]
+
+REV defaults to ``main``; once the change is merged there, give the commit
+before it (0c5fd89 for the two-script re-identification).
 
 Prints one JSON document: per round and variant the total, each step's
 guest-side seconds, the agent commands by name, the time to the sshd
