@@ -205,8 +205,8 @@ def main():
         if image is not None:
             eng.delete_image(image.name, destroy_clones=True)
         deb.remove(eng.host, name)
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for path in (root, tmp, conf.staging_dir, conf.template_dir):
+            shutil.rmtree(path, ignore_errors=True)
     summary = {}
     for variant in ('old', 'new'):
         runs = [r for r in rounds if r['variant'] == variant]
