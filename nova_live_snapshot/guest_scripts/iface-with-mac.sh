@@ -11,6 +11,8 @@ iface_with_mac() {
     for d in /sys/class/net/*; do
         a=
         read -r a < "$d/address" 2>/dev/null
-        [ "$a" = "$1" ] && echo "${d##*/}"
+        if [ "$a" = "$1" ]; then
+            echo "${d##*/}"
+        fi
     done
 }

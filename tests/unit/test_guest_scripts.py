@@ -47,3 +47,44 @@ def test_loaded_script_leaves_out_only_the_header(name):
     body = identity.guest_script(name)
     assert not body.lstrip('\n').startswith('#')
     assert text.endswith(body.lstrip('\n'))
+
+
+_LISTENERS = '''
+. "$1"
+python3 -c 'import socket, time
+s = socket.socket(socket.AF_INET6); s.bind(("::", 5999)); s.listen()
+time.sleep(60)' &
+other=$!
+python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 5998)); s.listen()
+time.sleep(60)' &
+mine=$!
+i=0
+until grep -q " 0A " /proc/net/tcp6 && grep -q " 0A " /proc/net/tcp; do
+    i=$((i + 1)); [ $i -lt 300 ] || exit 9
+    sleep 0.05
+done
+out=$(sshd_listeners $mine)
+rc=$?
+kill $other $mine
+echo "$rc $out"
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('unshare'),
+                    reason='needs root for a network namespace of its own')
+def test_sshd_listeners_succeeds_whoever_listens_last(tmp_path):
+    """In a namespace of its own (so the tables hold only these two), one
+    process listens on IPv4 and another on IPv6, last in the tables: the
+    function finds the first one's socket and succeeds (it used to return
+    the status of its last comparison, 1, and the SSH step failed on the
+    apps guest, whose PostgreSQL and JVM listen after sshd)."""
+    script = tmp_path / 'probe.sh'
+    script.write_text(_LISTENERS)
+    lib = os.path.join(SCRIPTS, 'sshd-listeners.sh')
+    out = subprocess.run(
+        ['unshare', '-n', 'sh', '-c', 'ip link set lo up && sh "$0" "$1"',
+         str(script), lib], capture_output=True, text=True, timeout=60,
+        check=True).stdout.split()
+    assert out[0] == '0', out
+    assert len(out) == 2 and out[1].isdigit(), out
