@@ -13,8 +13,12 @@ Addresses come from the network's subnet outside its dynamic ranges, so
 that no dynamic lease can hold one, and never one that dnsmasq still holds
 leased: deleting a host entry does not end the lease served from it, and
 dnsmasq refuses a configured address that another MAC's lease holds (it
-would serve the clone some dynamic address instead). Several engines may
-reserve at once:
+would serve the clone some dynamic address instead). libvirt learns of a
+lease only when dnsmasq's lease script has run, some time after the lease,
+so the leases it lists can miss one just made: addresses are therefore
+taken in turn, from the one after the last this process reserved on the
+network, not the lowest free one, which is the one a clone destroyed a
+moment ago just gave back. Several engines may reserve at once:
 libvirt refuses an entry whose MAC, name or address another entry has,
 and the next free address is tried.
 """
@@ -31,6 +35,9 @@ LOG = logging.getLogger(__name__)
 __all__ = ['reserve', 'release', 'static_address']
 
 _ATTEMPTS = 16
+
+# Network name -> the last address reserved on it by this process.
+_last_reserved = {}
 
 
 def _ipv4(root):
@@ -78,9 +85,18 @@ def _entry(mac, name, address=None):
     return etree.tostring(host).decode()
 
 
+def _in_turn(free, cursor):
+    """``free`` (ascending) from the first address after ``cursor``,
+    wrapping round."""
+    if cursor is None:
+        return free
+    after = [a for a in free if a > cursor]
+    return after + [a for a in free if a <= cursor]
+
+
 def reserve(host, network, mac, name):
     """Give ``mac`` (the clone ``name``) an address of its own on
-    ``network``.
+    ``network``: the next free one after the last reserved there.
 
     :returns: the address, as a string.
     :raises HypervisorError: the network has no free static address, or
@@ -88,8 +104,9 @@ def reserve(host, network, mac, name):
     """
     last = None
     for _ in range(_ATTEMPTS):
-        free = _free_addresses(host.network_xml(network),
-                               host.dhcp_leased_addresses(network))
+        free = _in_turn(_free_addresses(host.network_xml(network),
+                                        host.dhcp_leased_addresses(network)),
+                        _last_reserved.get(network))
         if not free:
             raise exception.HypervisorError(
                 operation='reserve an address on network %s' % network,
@@ -101,6 +118,7 @@ def reserve(host, network, mac, name):
             # Another engine took the address in the meantime.
             last = e
             continue
+        _last_reserved[network] = free[0]
         LOG.debug('Reserved %s for %s (%s) on network %s', free[0], name,
                   mac, network)
         return str(free[0])

@@ -45,3 +45,16 @@ def test_an_address_still_leased_is_not_free():
         NETWORK, leased={'10.77.0.3', '10.77.5.5'})]
     assert free[0] == '10.77.0.4'
     assert '10.77.0.3' not in free
+
+
+def test_addresses_are_taken_in_turn_after_the_last_reserved():
+    """The address a clone destroyed a moment ago gave back is the lowest
+    free one, and its lease may not be listed by libvirt yet: the next
+    reservation takes the one after the last reserved, wrapping round."""
+    free = dhcphost._free_addresses(NETWORK)
+    turn = dhcphost._in_turn(free, ipaddress.IPv4Address('10.77.0.5'))
+    assert [str(a) for a in turn[:2]] == ['10.77.0.6', '10.77.0.7']
+    assert str(turn[-1]) == '10.77.0.5' and len(turn) == len(free)
+    last = free[-1]
+    assert dhcphost._in_turn(free, last)[0] == free[0]
+    assert dhcphost._in_turn(free, None) == free
