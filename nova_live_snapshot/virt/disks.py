@@ -59,8 +59,18 @@ def _chain(path, fmt):
 
 def protect(xml):
     """Nova's domain XML ``xml`` with the backing chains of its file disks
-    protected from relabelling, and their backing files locked down."""
-    root = domainxml.parse(xml, 'Nova guest config')
+    protected from relabelling, and their backing files locked down.
+
+    Anything that is not a domain (Nova's own unit tests pass ``<xml>``)
+    is returned unchanged, for libvirt to accept or refuse as it would
+    without this driver: Nova wrote it, it is not untrusted input.
+    """
+    try:
+        root = domainxml.parse(xml, 'Nova guest config')
+    except exception.UnsafeDomainXML:
+        return xml
+    if root.tag != 'domain':
+        return xml
     chains = {}
     for disk in root.findall("devices/disk[@type='file']"):
         source, driver = disk.find('source'), disk.find('driver')
