@@ -12,7 +12,8 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: all demo bench test unit fuzz live client-test nova-functional nova-live nova-driver-tests \
-	cloud-up cloud-down cloud-status cloud-test host guest venv clean distclean \
+	cloud-up cloud-down cloud-status cloud-test cloud-test-two-hosts host guest venv clean \
+	distclean \
 	lint docs genconfig genpolicy nova33-functional backports-live backports-bench \
 	backports-up backports-down
 
@@ -113,14 +114,24 @@ cloud-status: venv
 	$(CLOUD) status
 
 # The end-to-end scenarios on a fresh cloud, torn down whatever the outcome.
+# The two-host scenarios (tests/cloud/test_two_hosts.py) run apart, with
+# make cloud-test-two-hosts, not yet in make test: in the merged run on a
+# loaded machine, the clone on host B got no DHCP lease across the wire
+# between the hosts within the 90 s of guest time its network step waits
+# (doc/source/testing.rst). Host B comes up in both.
+CLOUD_TESTS ?= tests/cloud --ignore=tests/cloud/test_two_hosts.py
+
 cloud-test: venv guest
 	$(CLOUD) down
 	$(CLOUD) up
 	NLS_REQUIRE_CLOUD=1 NLS_RESULTS_DIR=cloud-test-results \
-	    $(PY) -m pytest -ra tests/cloud $(PYTEST_ARGS); \
+	    $(PY) -m pytest -ra $(CLOUD_TESTS) $(PYTEST_ARGS); \
 	    rc=$$?; [ $$rc = 0 ] || $(CLOUD) logs; $(CLOUD) down; exit $$rc
 
 # flake8 with hacking ([flake8] in tox.ini; tox -e lint does the same).
+cloud-test-two-hosts:
+	$(MAKE) cloud-test CLOUD_TESTS=tests/cloud/test_two_hosts.py
+
 lint: venv
 	$(VENV)/bin/flake8
 
