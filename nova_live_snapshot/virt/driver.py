@@ -79,6 +79,8 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         connection_uri``), paths from this host's configuration
         (:func:`nova_live_snapshot.conf.for_compute_host`)."""
         if self._live is None:
+            # Built from the options as they are now, like the operations.
+            self._live_conf = None
             self._live = live.LiveSnapshots(self.live_conf,
                                             self._host.get_connection,
                                             self._image_api)
