@@ -91,8 +91,9 @@ def measure(bench, uri, virsh, memory_mib=1024, reps=3, stats=None):
     """
     stats = stats or (lambda values: values)
     platforms = [
-        _Platform('stock', bench.host,
-                  ['virsh', '-c', bench.host.uri or 'qemu:///system']),
+        # No URI: virsh's default, the one the host's connection used.
+        _Platform('stock', bench.host, ['virsh'] + (
+            ['-c', bench.host.uri] if bench.host.uri else [])),
         _Platform('next', host_mod.Host(uri), shlex.split(virsh))]
     touched = memory_mib // 2
     # Under /var/tmp, which the second host sees at the same path
