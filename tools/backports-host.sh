@@ -1,8 +1,8 @@
 #!/bin/bash
 # The next platform (issue 17) as a second libvirt host on this machine:
 # Debian 12's bookworm-backports libvirt and QEMU installed in a bookworm
-# root of its own, its libvirtd and virtlogd run chrooted there in their own
-# mount, UTS and network namespaces. This machine's own libvirt and QEMU
+# root of its own, its libvirtd and virtlogd run in that root (pivoted
+# into, not chrooted) in their own mount, UTS and network namespaces. This machine's own libvirt and QEMU
 # (stock Debian 12) are neither upgraded nor touched.
 #
 #   tools/backports-host.sh build    build the root once (cached; rebuilt
@@ -135,11 +135,10 @@ configure() {
     grep -q '^host_uuid' "$r/etc/libvirt/libvirtd.conf" || \
         echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >>"$r/etc/libvirt/libvirtd.conf"
     sed -i '/^user =\|^group =\|^namespaces =/d' "$r/etc/libvirt/qemu.conf"
-    # No private /dev per QEMU (libvirt's default namespaces = ["mount"]):
-    # inside this chroot the /dev libvirt builds for QEMU lacks the nodes
-    # it copies (QEMU: "Could not open '/dev/urandom'"). The stock host
-    # keeps the default.
-    printf 'user = "libvirt-qemu"\ngroup = "libvirt-qemu"\nnamespaces = []\n' \
+    # libvirt's default namespaces = ["mount"] stays: each QEMU gets a
+    # private /dev holding only its own devices (see inside for why the
+    # root is pivoted into, not chrooted into).
+    printf 'user = "libvirt-qemu"\ngroup = "libvirt-qemu"\n' \
         >>"$r/etc/libvirt/qemu.conf"
     echo nls-backports >"$r/etc/hostname"
     printf '127.0.0.1 localhost\n127.0.1.1 nls-backports\n' >"$r/etc/hosts"
@@ -161,7 +160,7 @@ running() { pid_of libvirt/libvirtd >/dev/null; }
 
 # Runs in the new mount and UTS namespaces (and the $NETNS network one),
 # started by `up`: mounts what the root needs, then runs virtlogd and
-# libvirtd chrooted in the foreground until they are stopped.
+# libvirtd in that root in the foreground until they are stopped.
 inside() {
     if [ -z "${NLS_BACKPORTS_HOST_MNT:-}" ] ||
             [ "$(stat -L -c %i /proc/self/ns/mnt)" = "$NLS_BACKPORTS_HOST_MNT" ]; then
@@ -170,10 +169,9 @@ inside() {
     [ "$(stat -L -c %i /proc/self/ns/net)" = "$(stat -L -c %i "/run/netns/$NETNS")" ] \
         || die "not in network namespace $NETNS"
     hostname nls-backports
-    # The root a mount of its own, so that / inside is a mount point:
-    # libvirt's per-QEMU mount namespace (qemu.conf namespaces, off in
-    # this root, see configure) starts by remounting / as a slave, which
-    # fails (EINVAL) on a plain directory.
+    # The root a mount of its own: pivot_root needs a mount point, and
+    # libvirt's per-QEMU mount namespace starts by remounting / as a slave,
+    # which fails (EINVAL) on a plain directory.
     mount --bind "$ROOT" "$ROOT"
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"        # this network namespace's view
@@ -186,8 +184,20 @@ inside() {
         mount --rbind "$p" "$ROOT$p"
     done
     ip link set lo up
-    chroot "$ROOT" /usr/sbin/virtlogd -p /run/virtlogd.pid &
-    chroot "$ROOT" /usr/sbin/libvirtd -p /run/libvirt/libvirtd.pid &
+    # The root becomes this mount namespace's own root (pivot_root, then
+    # the host's tree detached), not a chroot inside it: libvirt builds
+    # each QEMU's private /dev from a helper that enters the QEMU's mount
+    # namespace with setns(), which puts the helper at that namespace's
+    # root. Under a chroot that root is the host's tree, so the device
+    # nodes landed in a /dev QEMU never sees ("Could not open
+    # '/dev/urandom'", "Failed to create PTY"; seen with libvirt 11.3).
+    cd "$ROOT"
+    mkdir -p .host
+    pivot_root . .host
+    cd /
+    umount -l /.host
+    /usr/sbin/virtlogd -p /run/virtlogd.pid &
+    /usr/sbin/libvirtd -p /run/libvirt/libvirtd.pid &
     wait
 }
 
@@ -269,14 +279,16 @@ down() {
             wait_gone "$pid" 30 || { log "$d ($pid) ignored SIGTERM"; kill -9 "$pid"; }
         done
     fi
-    # Whatever still runs in the namespace (a QEMU left by a crash) is
-    # found by its root, never by name.
+    # Whatever still runs in the host's network namespace (a QEMU left by
+    # a crash: each QEMU has a mount namespace of its own, but the daemons'
+    # network namespace) is found by it, never by name.
     local p
-    for p in /proc/[0-9]*; do
-        [ "$(readlink "$p/root" 2>/dev/null)" = "$ROOT" ] || continue
-        log "stopping leftover ${p#/proc/} ($(cat "$p/comm"))"
-        kill -9 "${p#/proc/}" 2>/dev/null || true
-    done
+    if [ -e "/run/netns/$NETNS" ]; then
+        for p in $(ip netns pids "$NETNS"); do
+            log "stopping leftover $p ($(cat "/proc/$p/comm" 2>/dev/null))"
+            kill -9 "$p" 2>/dev/null || true
+        done
+    fi
     if grep -q " $ROOT/" /proc/self/mountinfo; then
         die "mounts under $ROOT are visible here: they should only exist in its namespace"
     fi

@@ -33,6 +33,17 @@ def lazy(bed):
     return bed.engine_with(restore_mode='lazy')
 
 
+def _fd_flags(pid, fd):
+    """The open flags of descriptor ``fd`` of process ``pid``: the "flags:"
+    line of its fdinfo (octal), which is not its first ("pos:" is)."""
+    with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+        for line in f:
+            key, _, value = line.partition(':')
+            if key == 'flags':
+                return int(value.strip(), 8)
+    raise AssertionError('no flags in /proc/%d/fdinfo/%s' % (pid, fd))
+
+
 def _template_of(engine, image):
     template = engine.templates.get(engine.images.get(image).template_key)
     assert template is not None
@@ -381,14 +392,17 @@ def test_on_qemu_8_2_clones_map_the_template_read_only(bed, lazy, request):
                      if line.rstrip('\n').endswith(template.memory_path)}
         assert perms and all(p.endswith('p') for p in perms), perms
         fd_dir = '/proc/%d/fd' % pid
+        checked = 0
         for fd in os.listdir(fd_dir):
             with contextlib.suppress(FileNotFoundError):
                 if os.readlink(os.path.join(fd_dir, fd)) != \
                         template.memory_path:
                     continue
-                with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
-                    flags = int(f.readline().split()[1], 8)
+                flags = _fd_flags(pid, fd)
                 assert flags & os.O_ACCMODE == os.O_RDONLY, (fd, flags)
+                checked += 1
+        assert checked, 'QEMU holds no descriptor of %s' % (
+            template.memory_path)
         assert testbed.read_workload(guest).token == before.token
         assert lazy.templates.verify(template)
     finally:
