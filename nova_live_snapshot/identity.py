@@ -74,6 +74,8 @@ __all__ = ['Status', 'StepReport', 'IdentityReport', 'NewIdentity',
 
 HOOKS_DIR = '/etc/nova-live-snapshot/clone.d'
 _SKIP = 3           # exit code of a guest script: "not applicable here"
+#: What dhcp-stop.sh may answer it stopped (the first line of its output).
+DHCP_CLIENTS = ('networkd', 'dhclient', 'udhcpc', 'none')
 
 
 class Status(str, enum.Enum):
@@ -256,6 +258,13 @@ class _Batch:
     after a marker line, the step's exit code, the guest's uptime around it
     and its output. Files the steps need (seeds, keys) travel as a tar
     archive on stdin into a private directory on /run, removed at the end.
+
+    A step's standard output is its answer (an interface name, the DHCP
+    client it stopped, fingerprints) and is read as data; its standard
+    error is kept apart, after a second marker, and only ever shown in a
+    failed step's detail. Merged, a stray message (``kill`` finding a
+    process already gone) became the first line of an answer: the DHCP
+    client's name, so no client was started and the clone never leased.
     """
 
     def __init__(self):
@@ -274,7 +283,10 @@ class _Batch:
         args = [marker]
         body = ['m=$1',
                 'd=$(mktemp -d /run/nls-id.XXXXXX 2>/dev/null || mktemp -d)'
-                ' || exit 1']
+                ' || exit 1',
+                # Each step's stderr; a dot file, so no step's glob of the
+                # staged files sees it.
+                'e=$d/.stderr']
         if self.files:
             body.append('tar -x -C "$d" || { rm -rf "$d"; exit 1; }')
         for i, (step, script, step_args) in enumerate(self.steps):
@@ -287,10 +299,12 @@ class _Batch:
                     refs.append('"${%d}"' % len(args))
             body += ['_s%d() (%s)' % (i, script),
                      'read t0 _ < /proc/uptime',
-                     'o=$(_s%d %s 2>&1); r=$?' % (i, ' '.join(refs)),
+                     'o=$(_s%d %s 2>"$e"); r=$?' % (i, ' '.join(refs)),
                      'read t1 _ < /proc/uptime',
-                     'printf "%%s %%s %%s %%s %%s\\n%%s\\n" "$m" %s "$r" "$t0"'
-                     ' "$t1" "$o"' % step]
+                     'printf "%%s %%s %%s %%s %%s\\n%%s\\n%%s-stderr\\n" "$m" %s'
+                     ' "$r" "$t0" "$t1" "$o" "$m"' % step,
+                     'while IFS= read -r l || [ -n "$l" ]; do'
+                     ' printf "%s\\n" "$l"; done < "$e"']
         body.append('rm -rf "$d"')
         return ['/bin/sh', '-c', '\n'.join(body), 'sh'] + args
 
@@ -309,18 +323,22 @@ class _Batch:
 
     @staticmethod
     def parse(marker, out):
-        """``{step: (exit code, output, guest seconds)}`` from the output."""
-        results, current = {}, None
+        """``{step: (exit code, stdout, stderr, guest seconds)}`` from the
+        output."""
+        results, current, stream = {}, None, None
         for line in out.decode(errors='replace').split('\n'):
             head = line.split(' ')
             if head[0] == marker and len(head) == 5:
-                current = head[1]
-                results[current] = [int(head[2]), [],
+                current, stream = head[1], 1
+                results[current] = [int(head[2]), [], [],
                                     float(head[4]) - float(head[3])]
+            elif current is not None and line == marker + '-stderr':
+                stream = 2
             elif current is not None:
-                results[current][1].append(line)
-        return {step: (rc, '\n'.join(lines).strip(), seconds)
-                for step, (rc, lines, seconds) in results.items()}
+                results[current][stream].append(line)
+        return {step: (rc, '\n'.join(out).strip(), '\n'.join(err).strip(),
+                       seconds)
+                for step, (rc, out, err, seconds) in results.items()}
 
 
 class _Steps:
@@ -374,12 +392,16 @@ class _Steps:
                     'the guest script ended (exit %s) before this step: %s'
                     % (rc, err.decode(errors='replace').strip()[-300:])))
                 continue
-            code, text, seconds = results[step]
+            code, text, err, seconds = results[step]
             if code == 0:
                 status = Status.DONE
+                if err:
+                    LOG.debug('Clone %s: %s wrote to stderr: %s',
+                              self.identity.name, step, err[-300:])
             elif code == _SKIP:
                 status, text = Status.SKIPPED, 'not applicable in this guest'
             else:
+                text = '\n'.join(t for t in (text, err) if t)
                 status, text = Status.FAILED, 'exit %s: %s' % (code,
                                                                text[-300:])
             reports[step] = StepReport(step, status, text, seconds)
@@ -551,15 +573,26 @@ class _Steps:
         started = time.monotonic()
         ifc = self.facts.get('interface')
         stop = self.dhcp_stop
+        client = None
+        if stop is not None and stop.status == Status.DONE:
+            client = stop.detail.split('\n', 1)[0]
+            if client not in DHCP_CLIENTS:
+                stop = dataclasses.replace(stop, status=Status.FAILED, detail=(
+                    'it named no DHCP client this step knows: %r'
+                    % client[:80]))
         network = None
         failed = self.failed()
-        if failed:
+        stop_failed = stop is not None and stop.status == Status.FAILED
+        if failed or stop_failed:
+            # A client that was not seen to end may still hold the
+            # source's lease: the link stays down for it too.
             network = StepReport('network', Status.FAILED, (
                 'link left down: %s failed' % ', '.join(failed)))
-            if stop is not None and stop.status == Status.FAILED:
+            if stop_failed:
                 network = dataclasses.replace(network, detail=(
                     'stopping the DHCP client, link left down: %s'
                     % stop.detail))
+                failed = failed + ['network']
             self.keep(network)
             self.record('hooks', Status.SKIPPED, 'not run: %s failed'
                         % ', '.join(failed))
@@ -574,8 +607,6 @@ class _Steps:
                 network = StepReport(
                     'network', Status.SKIPPED, "no interface with the "
                     "image's MAC was found in the guest")
-        client = stop.detail.splitlines()[0] if stop is not None and \
-            stop.status == Status.DONE else None
         if network is None and client == 'none':
             network = StepReport('network', Status.SKIPPED, (
                 'no DHCP client known here (networkd, dhclient, udhcpc); '

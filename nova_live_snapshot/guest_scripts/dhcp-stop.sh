@@ -24,7 +24,7 @@ ifc=$(iface_with_mac "$1")
 pids_of() {
     for p in /proc/[0-9]*; do
         c=
-        read -r c < "$p/comm" 2>/dev/null
+        read -r c 2>/dev/null < "$p/comm"
         [ "$c" = "$1" ] && echo "${p#/proc/}"
     done
 }
@@ -35,7 +35,7 @@ wait_gone() {
     for p in "$@"; do
         while [ -d "/proc/$p" ]; do
             s=
-            read -r s < "/proc/$p/stat" 2>/dev/null
+            read -r s 2>/dev/null < "/proc/$p/stat"
             case $s in *") Z "*|'') break ;; esac
             i=$((i + 1))
             [ $i -lt 1500 ] || { echo "process $p did not end"; return 1; }

@@ -11,16 +11,19 @@
 # labels), never taken from the image.
 
 ifc=$1
+client=$2
 flags=0
 read -r flags < "/sys/class/net/$ifc/flags"
 if [ $((flags & 1)) -eq 0 ]; then
     ip link set dev "$ifc" up || exit 1
 fi
 read -r t0 _ < /proc/uptime
-case $2 in
+case $client in
     dhclient) dhclient -1 "$ifc" || { echo "dhclient -1 failed"; exit 1; } ;;
     udhcpc) udhcpc -b -i "$ifc" -s /usr/share/udhcpc/default.script \
         >/dev/null 2>&1 || { echo "udhcpc failed"; exit 1; } ;;
+    networkd) ;;
+    *) echo "no DHCP client named '$client' is known"; exit 1 ;;
 esac
 set -f
 s=0.05
@@ -37,7 +40,7 @@ while :; do
     read -r now _ < /proc/uptime
     # As long as the old loop's 300 looks took on a loaded host.
     [ $((${now%.*} - ${t0%.*})) -lt 90 ] || {
-        echo "no IPv4 address on $ifc after 90 s ($2)"; exit 1; }
+        echo "no IPv4 address on $ifc after 90 s ($client)"; exit 1; }
     # Looks further apart (0.05, 0.1, then 0.2 s): each starts two
     # processes, which take the CPU from the DHCP client starting.
     sleep $s

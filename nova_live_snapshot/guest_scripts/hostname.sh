@@ -14,7 +14,7 @@
 k=/proc/sys/kernel/hostname
 old=
 now=
-if read -r old < $k 2>/dev/null && { echo "$1" > $k; } 2>/dev/null; then
+if read -r old 2>/dev/null < $k && { echo "$1" > $k; } 2>/dev/null; then
     read -r now < $k
 else
     old=$(hostname)

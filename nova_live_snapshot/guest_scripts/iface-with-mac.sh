@@ -10,7 +10,7 @@
 iface_with_mac() {
     for d in /sys/class/net/*; do
         a=
-        read -r a < "$d/address" 2>/dev/null
+        read -r a 2>/dev/null < "$d/address"
         if [ "$a" = "$1" ]; then
             echo "${d##*/}"
         fi

@@ -53,7 +53,7 @@ echo "made$made"
 pid=
 [ -r /run/sshd.pid ] && read -r pid < /run/sshd.pid
 comm=
-[ -n "$pid" ] && read -r comm < "/proc/$pid/comm" 2>/dev/null
+[ -n "$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm"
 if [ "$comm" = sshd ]; then
     old=$(sshd_listeners "$pid") || exit 1
     kill -HUP "$pid" || exit 1

@@ -2,6 +2,7 @@
 reads, and the module loads what is in them."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -21,6 +22,22 @@ def test_every_step_script_is_a_file():
               if name.endswith('_SCRIPT')}
     assert NAMES
     assert {identity.guest_script(n) for n in NAMES} == loaded
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_no_input_redirection_escapes_its_silencing(name):
+    """``cmd < file 2>/dev/null`` opens the file before stderr is silenced,
+    so a file gone in the meantime (a /proc entry of a process that just
+    ended) prints the shell's error anyway: stderr first."""
+    with open(os.path.join(SCRIPTS, name + '.sh')) as f:
+        for number, line in enumerate(f, 1):
+            code = line.split('#', 1)[0]
+            # The rest of each simple command after an input redirection.
+            rests = [re.split(r'[;&|})]', rest, maxsplit=1)[0]
+                     for rest in re.split(r'(?<![<0-9])<(?![<(])', code)[1:]]
+            assert not any('2>/dev/null' in rest for rest in rests), (
+                '%s.sh:%d silences stderr after its input redirection: %s'
+                % (name, number, line.strip()))
 
 
 @pytest.mark.parametrize('name', NAMES)

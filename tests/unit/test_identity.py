@@ -25,10 +25,10 @@ class ShellGuest:
         self.runs = []
 
     def agent_exec(self, argv, timeout=30, stdin=None):
+        self.runs.append(argv)
         if self.fail:
             raise exception.GuestAgentError(domain=self.name,
                                             reason='guest-exec failed')
-        self.runs.append(argv)
         done = subprocess.run(argv, input=stdin or b'', capture_output=True,
                               timeout=timeout)
         return done.returncode, done.stdout, done.stderr
@@ -202,6 +202,49 @@ def test_a_failed_step_keeps_the_link_down_and_the_hooks_unrun():
     assert reports['hooks'].status == identity.Status.SKIPPED
     assert [r.step for r in steps.ordered()] == ['mac', 'entropy',
                                                  'network', 'hooks']
+
+
+@pytest.mark.parametrize('stop', [
+    identity.StepReport('network', identity.Status.FAILED,
+                        'exit 1: process 85 did not end'),
+    identity.StepReport('network', identity.Status.DONE,
+                        "sh: can't kill pid 85: No such process\nudhcpc"),
+])
+def test_a_dhcp_client_not_seen_to_stop_keeps_the_link_down(stop):
+    """Stopping the source's DHCP client failed, or it answered with no
+    client it knows: no other step failed, but the link stays down (the
+    old client may still hold the source's lease), no DHCP client is
+    started and the hooks do not run."""
+    guest = ShellGuest(fail=True)
+    steps = _steps(guest)
+    steps.record('mac', identity.Status.DONE, 'eth0')
+    steps.facts['interface'] = 'eth0'
+    steps.dhcp_stop = stop
+    raised = []
+    steps.connect(lambda: raised.append('up'), '/nonexistent')
+    assert raised == []
+    assert guest.runs == []
+    reports = {r.step: r for r in steps.ordered()}
+    assert reports['network'].status == identity.Status.FAILED
+    assert reports['network'].detail.startswith(
+        'stopping the DHCP client, link left down: ')
+    assert reports['hooks'].status == identity.Status.SKIPPED
+
+
+def test_a_steps_stderr_never_becomes_its_answer():
+    """A step's answer is its standard output alone: what it writes to
+    stderr (a kill that found its process gone, a warning) is not read as
+    data, and is shown only when the step fails, after its output."""
+    batch = identity._Batch()
+    batch.add('stop', '\necho "kill: no such process" >&2; echo udhcpc;'
+                      ' echo eth0\n')
+    batch.add('bad', '\necho partial; echo "the reason" >&2; exit 1\n')
+    batch.add('next', '\necho still\n')
+    reports = _steps(ShellGuest()).run(batch)
+    assert reports['stop'].status == identity.Status.DONE
+    assert reports['stop'].detail == 'udhcpc\neth0'
+    assert reports['bad'].detail == 'exit 1: partial\nthe reason'
+    assert reports['next'].detail == 'still'
 
 
 def test_ssh_report_names_the_keys_and_how_sshd_took_them():
