@@ -248,7 +248,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                         self._restores.pop(instance.uuid, None)
             resumed_at = time.monotonic()
             guest = self._host.get_guest(instance)
-            report = self.live.reidentify(plan, instance, guest.name)
+            report = self.live.reidentify(plan, guest.name)
         except exception.LiveSnapshotError as e:
             # Not worth a reschedule (another host would refuse the same
             # image), and the fault says why. Nova destroys what was built.

@@ -31,6 +31,7 @@ from nova_live_snapshot import liveimage
 from nova_live_snapshot import protocol
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import records
+from nova_live_snapshot import restore as restore_mod
 from nova_live_snapshot import template as template_mod
 from nova_live_snapshot.virt import disks
 from nova_live_snapshot.virt import images
@@ -55,6 +56,9 @@ class RestorePlan:
     # identity.Prepared: the clone's SSH host keys, made while Nova builds
     # and restores it.
     identity: object = None
+    hostname: str = None        # what the clone is re-identified as
+    # restore.RestoreRequest, once Nova has rendered the clone's XML.
+    request: object = None
 
 
 def clone_xml(xml, machine, aliases, genid):
@@ -259,6 +263,15 @@ class LiveSnapshots:
                                     self.conf.host_key_file)
 
     @functools.cached_property
+    def restorer(self):
+        """The restore seam on Nova's connection."""
+        return restore_mod.Restorer(
+            self.host, templates=lambda: self.templates,
+            timeout=self.conf.restore_timeout,
+            require_agent=self.conf.require_guest_agent,
+            agent_timeout=self.conf.agent_timeout)
+
+    @functools.cached_property
     def templates(self):
         """This host's lazy-mode templates (:mod:`template`), keyed by
         memory image and device signature."""
@@ -428,8 +441,10 @@ class LiveSnapshots:
         if reasons:
             raise exception.IncompatibleImage(image=record.disk_image,
                                               reasons='; '.join(reasons))
-        return RestorePlan(record=record, identity=identity.prepare(
-            identity.hostname_for(instance.hostname or instance.uuid)))
+        return RestorePlan(
+            record=record, hostname=instance.hostname or None,
+            identity=identity.prepare(identity.hostname_for(
+                instance.hostname or instance.uuid)))
 
     @contextlib.contextmanager
     def memory_stream(self, context, plan):
@@ -462,7 +477,8 @@ class LiveSnapshots:
 
     def restore(self, plan, xml, instance_dir, paused, after_define=None):
         """Restore the clone with Nova's domain XML for it (its name, UUID,
-        disk paths and ports), links down.
+        disk paths and ports), links down, through the restore seam
+        (:class:`nova_live_snapshot.restore.Restorer`).
 
         As Nova does for a boot, the domain is defined first with ``xml``
         as Nova rendered it (its next start is a normal boot), then
@@ -479,36 +495,29 @@ class LiveSnapshots:
                                                  'Nova guest config'))
         xml_for_restore = clone_xml(xml, plan.facts.machine,
                                     self.host.machine_aliases(), genid)
-        reasons = domainxml.compare(plan.facts, domainxml.facts(
-            xml_for_restore, 'Nova guest config'))
-        if reasons:
-            raise exception.IncompatibleImage(image=plan.record.disk_image,
-                                              reasons='; '.join(reasons))
-        self.host.define(xml)
-        if after_define is not None:
-            after_define()
-        template = None
-        if self.conf.restore_mode == 'lazy':
-            template = self._template(plan, xml_for_restore)
-        if template is None:
-            clone_mod.restore(self.host, plan.record.disk_image, plan.save,
-                              xml_for_restore, plan.memory_path,
-                              fifo_dir=instance_dir,
-                              timeout=self.conf.restore_timeout,
-                              paused=paused)
-            return
-        # Over the definition: live with the passthrough, persistent
-        # without, so that the next start boots.
-        guest = self.templates.restore(template, domainxml.with_lazy_ram(
-            xml_for_restore, template.memory_path, False,
-            plan.record.ram_mib, template.ram_readonly))
-        if not paused:
-            guest.resume()
+        lazy = self.conf.restore_mode == restore_mod.LAZY
+        plan.request = restore_mod.RestoreRequest(
+            image=plan.record.disk_image, image_facts=plan.facts,
+            domain_xml=xml_for_restore, persistent_xml=xml,
+            memory=restore_mod.Memory(plan.memory_path, plan.save),
+            fifo_dir=instance_dir,
+            mode=restore_mod.LAZY if lazy else restore_mod.EAGER,
+            # Built after the instance's disks and config drive exist.
+            template=functools.partial(self._template, plan, xml_for_restore)
+            if lazy else None,
+            lazy_fallback=self.conf.lazy_fallback_to_eager,
+            # Nova's own hostname for the instance, or its domain name.
+            hostname=plan.hostname or domainxml.facts(
+                xml, 'Nova guest config').name,
+            prepared=plan.identity, origin='Nova guest config')
+        self.restorer.restore(plan.request, paused=paused,
+                              after_define=after_define)
 
     def _template(self, plan, xml):
-        """The lazy template for clones with Nova's config ``xml`` (built
-        after the instance's disks and config drive exist); None to
-        restore eagerly, when allowed."""
+        """The lazy template for clones with Nova's config ``xml``.
+
+        :raises TemplateError:
+        """
         record = plan.record
 
         def render(partial, ram):
@@ -520,39 +529,16 @@ class LiveSnapshots:
             image_id=record.memory_image, name=record.disk_image,
             memory_path=plan.memory_path, save=plan.save,
             memory_mib=record.ram_mib, backend='nova', render=render)
-        try:
-            return self.templates.acquire_source(source)
-        except exception.TemplateError as e:
-            if not self.conf.lazy_fallback_to_eager:
-                raise
-            LOG.warning('%s Restoring eagerly instead '
-                        '([live_snapshot] lazy_fallback_to_eager).', e)
-            return None
+        return self.templates.acquire_source(source)
 
-    def reidentify(self, plan, instance, domain_name):
+    def reidentify(self, plan, domain_name):
         """Give the running clone its own identity (:mod:`identity`).
 
         :returns: the identity report as a dict.
         :raises CloneSpawnFailed: naming the step that failed.
         """
-        guest = self.host.lookup(domain_name)
-        macs = guest.interface_macs()
-        new_mac = macs[0] if macs else None
-        old_mac = plan.facts.nics[0][1] if plan.facts.nics else None
-        new = identity.NewIdentity(
-            name=instance.name if hasattr(instance, 'name') else domain_name,
-            uuid=instance.uuid, mac=new_mac, old_mac=old_mac,
-            hostname=identity.hostname_for(instance.hostname or domain_name))
-
-        def set_link_up():
-            if new_mac:
-                guest.set_link_up(new_mac)
-
-        report = clone_mod.reidentify(
-            guest, new, plan.record.disk_image, set_link_up,
-            require_agent=self.conf.require_guest_agent,
-            agent_timeout=self.conf.agent_timeout, prepared=plan.identity)
-        return report.to_dict()
+        return self.restorer.reidentify(
+            plan.request, self.host.lookup(domain_name)).to_dict()
 
     # Recovery ----------------------------------------------------------------
 
