@@ -10,7 +10,7 @@ import pytest
 from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import exception
 from nova_live_snapshot import records
-from nova_live_snapshot.virt import live
+from nova_live_snapshot.virt import journal as journal_mod
 
 
 def test_a_record_round_trips_with_mode_0600(tmp_path):
@@ -82,7 +82,7 @@ def test_clone_records_that_are_not_a_clones_are_skipped_and_named(tmp_path):
 
 
 def test_an_unreadable_capture_journal_is_removed_and_replaced(tmp_path):
-    journal = live.Journal(str(tmp_path))
+    journal = journal_mod.Journal(str(tmp_path))
     (tmp_path / 'x.capture.json').write_text('{"image_id": "x"')
     (tmp_path / 'y.capture.json').write_text(json.dumps({'image_id': 'y'}))
     assert list(journal.entries()) == [{'image_id': 'y'}]
