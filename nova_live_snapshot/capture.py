@@ -34,8 +34,6 @@ import re
 import shutil
 import time
 
-from lxml import etree
-
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
@@ -175,19 +173,9 @@ def _snapshot_save(host, guest, memory_path, overlays, frozen):
     try:
         for dev, overlay in overlays.items():
             qemuimg.create_overlay(frozen[dev], overlay)
-        root = domainxml.parse(host.save_image_xml(memory_path),
-                               'save image of %s' % guest.name)
-        for disk in root.findall("devices/disk[@type='file']"):
-            dev = disk.find('target').get('dev')
-            if dev in overlays:
-                disk.find('source').set('file', overlays[dev])
-                driver = disk.find('driver')
-                if driver is not None:
-                    driver.set('type', 'qcow2')
-                # libvirt re-probes the chain from the new overlay.
-                for backing in disk.findall('backingStore'):
-                    disk.remove(backing)
-        new_xml = etree.tostring(root, encoding='unicode')
+        new_xml = domainxml.with_disk_overlays(
+            host.save_image_xml(memory_path), overlays,
+            'save image of %s' % guest.name)
         host.restore_with_xml(memory_path, new_xml)
     except Exception:
         # The source is stopped: bring it back on its original disks, which

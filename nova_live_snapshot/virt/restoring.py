@@ -136,7 +136,7 @@ class Restores:
         # Clones of an image share its disk's base: never QEMU's to write.
         xml = disks.protect(domainxml.with_genid(xml, genid,
                                                  'Nova guest config'))
-        xml_for_restore = guestconfig.clone_xml(
+        xml_for_restore = domainxml.for_restore(
             xml, plan.facts.machine, self.live.host.machine_aliases(), genid)
         lazy = self.live.conf.restore_mode == restore_mod.LAZY
         plan.request = restore_mod.RestoreRequest(
@@ -170,7 +170,7 @@ class Restores:
                 record.ram_mib)
         source = template_mod.Source(
             key='%s-%s' % (record.memory_image,
-                           guestconfig.device_signature(xml)),
+                           domainxml.device_signature(xml)),
             image_id=record.memory_image, name=record.disk_image,
             memory_path=plan.memory_path, save=plan.save,
             memory_mib=record.ram_mib, backend='nova', render=render)

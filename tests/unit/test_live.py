@@ -64,14 +64,14 @@ def test_configs_that_differ_only_on_the_host_share_a_signature():
     """Name, UUID, SMBIOS, Nova's metadata, disk and console paths, tap
     names and MACs are the host's or the clone's own: one template serves
     both. A device more, or another memory size, is another template."""
-    assert guestconfig.device_signature(_xml(1)) == guestconfig.device_signature(_xml(2))
+    assert domainxml.device_signature(_xml(1)) == domainxml.device_signature(_xml(2))
     more = _xml(1).replace('<memballoon model="virtio"/>',
                            '<memballoon model="virtio"/><rng model="virtio">'
                            '<backend model="random">/dev/urandom</backend>'
                            '</rng>')
-    assert guestconfig.device_signature(more) != guestconfig.device_signature(_xml(1))
+    assert domainxml.device_signature(more) != domainxml.device_signature(_xml(1))
     bigger = _xml(1).replace('131072', '262144')
-    assert guestconfig.device_signature(bigger) != guestconfig.device_signature(_xml(1))
+    assert domainxml.device_signature(bigger) != domainxml.device_signature(_xml(1))
 
 
 @pytest.fixture
