@@ -38,6 +38,7 @@ from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 
 LOG = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ class CaptureResult:
     memory_staged: bool
     # {target dev: the disk the source runs on}: the ones it ran on before.
     source_disks: dict
-
-
-def _free_mib(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize // _MIB
 
 
 def _overlay_name(current, image_id):
@@ -127,7 +123,7 @@ def _plan_memory(conf, writer, memory_mib):
     policy = conf.memory_staging
     if policy != 'never':
         os.makedirs(conf.staging_dir, mode=0o700, exist_ok=True)
-        free = _free_mib(conf.staging_dir)
+        free = records.free_mib(conf.staging_dir)
         if free >= needed:
             stage = os.path.join(conf.staging_dir, writer.id)
             os.mkdir(stage, 0o700)
@@ -144,7 +140,7 @@ def _plan_memory(conf, writer, memory_mib):
 
 def _check_image_space(conf, writer, memory_mib, disk_estimate_mib):
     needed = memory_mib + _MEMORY_MARGIN_MIB + disk_estimate_mib
-    free = _free_mib(writer.path)
+    free = records.free_mib(writer.path)
     if free < needed:
         raise exception.InsufficientSpace(
             path=conf.image_dir, free_mib=free, needed_mib=needed,

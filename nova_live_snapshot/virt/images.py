@@ -20,17 +20,16 @@ signed one.
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import re
 import shutil
 import time
-import uuid as uuidlib
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import protocol
+from nova_live_snapshot import records
 from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
@@ -178,6 +177,10 @@ def check_key(key):
     signing.sign(key, {})
 
 
+# A partial download's or copy's file naming the process that makes it.
+OWNER = 'owner.pid'
+
+
 class MemoryCache:
     """Memory streams of live images on this compute host, one file each,
     named by the memory image's Glance id.
@@ -206,8 +209,9 @@ class MemoryCache:
                 image=key, reason='a memory image id must be a UUID')
         return os.path.join(self.root, key)
 
-    def _lock(self, key):
-        return open(self._path(key) + '.lock', 'a')
+    def _lock(self, key, shared=False, blocking=True):
+        return records.lock(self._path(key) + '.lock', shared=shared,
+                            blocking=blocking)
 
     def _write_hash(self, key, sha256):
         path = self._path(key) + '.sha256'
@@ -238,9 +242,14 @@ class MemoryCache:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            shutil.copyfile(source, dest + '.partial')
-            os.chmod(dest + '.partial', 0o600)
-            os.rename(dest + '.partial', dest)
+            partial = records.make_partial(self.root, key, OWNER)
+            try:
+                copy = os.path.join(partial, 'stream')
+                shutil.copyfile(source, copy)
+                os.chmod(copy, 0o600)
+                os.rename(copy, dest)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
             os.unlink(source)
         self.evict(keep=key)
 
@@ -256,7 +265,6 @@ class MemoryCache:
         self._ensure_root()
         path = self._path(key)
         with self._lock(key) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._verified_as(key, sha256, size):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -273,21 +281,20 @@ class MemoryCache:
                 LOG.info('Memory stream %s of live image %s served from '
                          'this host\'s cache', key, image)
             os.utime(path)
-            fcntl.flock(lock, fcntl.LOCK_SH)
-            try:
-                yield path
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.share()
+            yield path
         self.evict()
 
-    @staticmethod
-    def _fetch(path, sha256, size, fetch, image):
-        partial = '%s.partial-%s' % (path, uuidlib.uuid4().hex[:8])
+    def _fetch(self, path, sha256, size, fetch, image):
+        partial = records.make_partial(self.root, os.path.basename(path),
+                                       OWNER)
+        download = os.path.join(partial, 'stream')
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(download, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o600)
             os.close(fd)
-            fetch(partial)
-            actual, actual_size = liveimage.sha256_file(partial)
+            fetch(download)
+            actual, actual_size = liveimage.sha256_file(download)
             if actual_size != int(size):
                 raise exception.UntrustedImage(
                     image=image, reason='its memory stream is %d bytes, the '
@@ -296,10 +303,9 @@ class MemoryCache:
                 raise exception.ChecksumMismatch(
                     image=image, file='the memory stream',
                     actual=actual, expected=sha256)
-            os.rename(partial, path)
+            os.rename(download, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+            shutil.rmtree(partial, ignore_errors=True)
 
     def entries(self):
         """(key, bytes, last used) of every cached stream, oldest first."""
@@ -318,10 +324,8 @@ class MemoryCache:
 
     def remove(self, key):
         """Drop ``key`` unless a restore is reading it; True if dropped."""
-        with self._lock(key) as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self._lock(key, blocking=False) as lock:
+            if lock is None:
                 return False
             for suffix in ('', '.sha256'):
                 with contextlib.suppress(FileNotFoundError):
@@ -367,10 +371,13 @@ class MemoryCache:
         return dropped
 
     def remove_partials(self):
-        """Downloads a crash interrupted."""
+        """Downloads and copies whose process died (a crash), and the
+        partial files of releases that named no owner."""
         if not os.path.isdir(self.root):
             return
+        records.sweep_partials(self.root, OWNER)
         for name in os.listdir(self.root):
-            if '.partial' in name:
+            if '.partial' in name and not name.startswith(
+                    records.PARTIAL_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.root, name))
