@@ -293,7 +293,7 @@ class CloneManager:
                 address = dhcphost.reserve(self.host, self.network, spec.mac,
                                            name)
             request = self._request(verified, spec, exact_copy, template)
-            restored, report = self.restorer.spawn(request)
+            restored, report = self.restorer.spawn_clone(request)
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
                           genid=restored.guest.genid(), image=image.name,
                           path=path,

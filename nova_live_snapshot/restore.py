@@ -26,7 +26,7 @@ Nova restores inside its own ``spawn`` (the clone waits paused until
 Neutron has wired its ports) and re-identifies after it: it calls
 :meth:`Restorer.restore` and :meth:`Restorer.reidentify` in turn, and Nova
 destroys what it built when either fails. The engine calls
-:meth:`Restorer.spawn`, which does both and removes the domain when one
+:meth:`Restorer.spawn_clone`, which does both and removes the domain when one
 fails; the engine's own files (directory, DHCP entry) are its to remove.
 """
 
@@ -448,7 +448,7 @@ class Restorer:
                 reason='re-identification failed: %s' % '; '.join(failed))
         return report
 
-    def spawn(self, request):
+    def spawn_clone(self, request):
         """Restore the clone of ``request``, let it run and re-identify it;
         when either fails, the domain goes (destroyed and undefined).
 
