@@ -552,7 +552,7 @@ class TemplateStore:
         LOG.debug('Loaded the state of %s from the template of %s in %.3f s',
                   guest.name, template.image, time.monotonic() - started)
         # The loaded state carries the NIC link of the stream the template
-        # came from (up), whatever ``xml`` says (see clone.restore).
+        # came from (up), whatever ``xml`` says (see restore.restore_stream).
         for mac in domainxml.macs_with_link_down(xml):
             guest.force_link_down(mac)
         return guest
