@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -155,9 +156,10 @@ class RestoreRequest:
         if self.hostname is not None and (clone.nics and not clone.nics[0][1]):
             refuse('its first NIC has no MAC to re-identify the clone with')
 
-    @property
+    @functools.cached_property
     def clone_facts(self):
-        """The :class:`DomainFacts` of :attr:`domain_xml`."""
+        """The :class:`DomainFacts` of :attr:`domain_xml` (read once: the
+        request is frozen)."""
         return domainxml.facts(self.domain_xml, self.origin)
 
     @property

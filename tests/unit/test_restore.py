@@ -236,3 +236,105 @@ def test_the_fifo_carries_a_header_per_open_of_libvirt_s_restore(
     restore's open (bookworm-backports' 11.3: "image magic is incorrect"
     with one header)."""
     assert restore.header_reads(version) == reads
+
+
+class _Guest:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def resume(self):
+        self.log.append(('resume', self.name))
+
+    def remove(self):
+        self.log.append(('remove', self.name))
+
+
+class _Host:
+    """What the restorer asks of a host on the lazy path; says what it was
+    asked, in order."""
+
+    def __init__(self, log):
+        self.log = log
+        self.defined = set()
+
+    def define(self, xml):
+        name = domainxml.facts(xml, 'test').name
+        self.defined.add(name)
+        self.log.append(('define', name))
+
+    def find(self, name):
+        return _Guest(self.log, name) if name in self.defined else None
+
+
+class _Template:
+    memory_path = '/t/memory.ram'
+    ram_readonly = True
+
+
+class _Templates:
+    def __init__(self, log, fail=None):
+        self.log, self.fail = log, fail
+
+    def restore(self, template, xml):
+        if self.fail:
+            raise self.fail
+        self.log.append(('map', domainxml.lazy_ram_file(xml)))
+        return _Guest(self.log, domainxml.facts(xml, 'test').name)
+
+
+def _lazy(log, acquire, **changes):
+    def template():
+        log.append(('acquire',))
+        return acquire()
+    return _request(mode=restore.LAZY, template=template, hostname=None,
+                    **changes)
+
+
+def test_a_clone_is_defined_then_restored_over_its_definition():
+    """The order both callers rely on: Nova builds the config drive from
+    the definition (after_define), and a lazy template is had only then
+    (it is built from the instance's disks)."""
+    log = []
+    restorer = restore.Restorer(_Host(log), templates=lambda: _Templates(log))
+    restored = restorer.restore(
+        _lazy(log, _Template), after_define=lambda: log.append(('drive',)))
+    assert log == [('define', 'img-clone-1'), ('drive',), ('acquire',),
+                   ('map', '/t/memory.ram'), ('resume', 'img-clone-1')]
+    assert restored.mode == restore.LAZY
+    assert restored.guest.name == 'img-clone-1'
+
+
+def test_a_paused_restore_is_left_paused():
+    log = []
+    restorer = restore.Restorer(_Host(log), templates=lambda: _Templates(log))
+    restorer.restore(_lazy(log, _Template), paused=True)
+    assert ('resume', 'img-clone-1') not in log
+
+
+def test_a_clone_that_cannot_resume_the_image_is_refused_before_anything():
+    log = []
+    restorer = restore.Restorer(_Host(log), templates=lambda: _Templates(log))
+    spec = _spec(vcpus=4)
+    with pytest.raises(exception.IncompatibleImage, match='4'):
+        restorer.restore(_lazy(log, _Template,
+                               domain_xml=domainxml.render(spec),
+                               persistent_xml=domainxml.render(spec)))
+    assert log == []
+
+
+def test_a_failed_spawn_leaves_no_domain():
+    log = []
+    failure = exception.HypervisorError(operation='create domain',
+                                        reason='refused')
+    restorer = restore.Restorer(
+        _Host(log), templates=lambda: _Templates(log, fail=failure))
+    with pytest.raises(exception.HypervisorError):
+        restorer.spawn_clone(_lazy(log, _Template))
+    assert log[-1] == ('remove', 'img-clone-1')
+
+
+def test_an_exact_copy_is_not_reidentified():
+    log = []
+    restorer = restore.Restorer(_Host(log), templates=lambda: _Templates(log))
+    restored, report = restorer.spawn_clone(_lazy(log, _Template))
+    assert report is None and restored.mode == restore.LAZY
