@@ -34,12 +34,11 @@ import re
 import shutil
 import time
 
-from lxml import etree
-
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import qemuimg
+from nova_live_snapshot import records
 
 LOG = logging.getLogger(__name__)
 
@@ -58,11 +57,6 @@ class CaptureResult:
     memory_staged: bool
     # {target dev: the disk the source runs on}: the ones it ran on before.
     source_disks: dict
-
-
-def _free_mib(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize // _MIB
 
 
 def _overlay_name(current, image_id):
@@ -129,7 +123,7 @@ def _plan_memory(conf, writer, memory_mib):
     policy = conf.memory_staging
     if policy != 'never':
         os.makedirs(conf.staging_dir, mode=0o700, exist_ok=True)
-        free = _free_mib(conf.staging_dir)
+        free = records.free_mib(conf.staging_dir)
         if free >= needed:
             stage = os.path.join(conf.staging_dir, writer.id)
             os.mkdir(stage, 0o700)
@@ -146,7 +140,7 @@ def _plan_memory(conf, writer, memory_mib):
 
 def _check_image_space(conf, writer, memory_mib, disk_estimate_mib):
     needed = memory_mib + _MEMORY_MARGIN_MIB + disk_estimate_mib
-    free = _free_mib(writer.path)
+    free = records.free_mib(writer.path)
     if free < needed:
         raise exception.InsufficientSpace(
             path=conf.image_dir, free_mib=free, needed_mib=needed,
@@ -175,19 +169,9 @@ def _snapshot_save(host, guest, memory_path, overlays, frozen):
     try:
         for dev, overlay in overlays.items():
             qemuimg.create_overlay(frozen[dev], overlay)
-        root = domainxml.parse(host.save_image_xml(memory_path),
-                               'save image of %s' % guest.name)
-        for disk in root.findall("devices/disk[@type='file']"):
-            dev = disk.find('target').get('dev')
-            if dev in overlays:
-                disk.find('source').set('file', overlays[dev])
-                driver = disk.find('driver')
-                if driver is not None:
-                    driver.set('type', 'qcow2')
-                # libvirt re-probes the chain from the new overlay.
-                for backing in disk.findall('backingStore'):
-                    disk.remove(backing)
-        new_xml = etree.tostring(root, encoding='unicode')
+        new_xml = domainxml.with_disk_overlays(
+            host.save_image_xml(memory_path), overlays,
+            'save image of %s' % guest.name)
         host.restore_with_xml(memory_path, new_xml)
     except Exception:
         # The source is stopped: bring it back on its original disks, which

@@ -22,14 +22,10 @@ the same.
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid as uuidlib
 
@@ -39,12 +35,12 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import identity
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import records
-from nova_live_snapshot import saveimage
+from nova_live_snapshot import restore as restore_mod
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Clone', 'CloneManager', 'check_host', 'host_reasons', 'reidentify',
-           'restore', 'version_tuple', 'prepare_domain']
+__all__ = ['Clone', 'CloneManager', 'check_host', 'host_reasons',
+           'version_tuple', 'prepare_domain']
 
 CLONE_RECORD = 'clone.json'
 
@@ -77,9 +73,8 @@ class Clone:
         return dataclasses.asdict(self)
 
 
-def version_tuple(text):
-    """'7.2.22' as (7, 2, 22), for comparing versions."""
-    return tuple(int(p) for p in text.split('.'))
+# Where the lazy templates (template.py) compare versions.
+version_tuple = restore_mod.version_tuple
 
 
 def host_reasons(host, arch, machine, qemu_version):
@@ -124,197 +119,10 @@ def prepare_domain(verified, spec, origin):
         raise ValueError('a clone spec must name the frozen disk as its '
                          'backing file')
     xml = domainxml.render(spec)
-    reasons = domainxml.compare(verified.domain, domainxml.facts(xml, origin))
-    if reasons:
-        raise exception.IncompatibleImage(image=verified.image.name,
-                                          reasons='; '.join(reasons))
+    restore_mod.check_against_image(verified.image.name, verified.domain, xml,
+                                    origin)
     qemuimg.create_overlay(verified.image.disk_path, spec.disk_path)
     return xml
-
-
-# From libvirt 11.2 (the version that brought the ``sparse`` save format) a
-# restore reads the image's header and XML in an open of its own
-# (qemuSaveImageGetMetadata), closes it, and opens the image again for the
-# restore, reading the header again before it hands the descriptor to QEMU.
-# Through a FIFO the second open would find the stream where the header
-# should be ("image magic is incorrect", seen on bookworm-backports' 11.3):
-# the feeder writes the header once per open. The first open reads exactly
-# the header and its data; the rest waits in the pipe for the second.
-HEADER_READ_TWICE_SINCE = (11, 2, 0)
-
-
-def header_reads(libvirt_version):
-    """How many times a restore by libvirt ``libvirt_version`` reads the
-    save image's header, each in an open of its own."""
-    return 2 if version_tuple(libvirt_version) >= HEADER_READ_TWICE_SINCE \
-        else 1
-
-
-def _pipe_max_size():
-    try:
-        with open('/proc/sys/fs/pipe-max-size') as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1024 * 1024
-
-
-class _Feeder(threading.Thread):
-    """Writes a clone's header, then splices the shared stream into a FIFO.
-
-    Both ends of the FIFO are opened here, before the thread starts: a
-    reader of the feeder's own (``_holder``), which never reads, and then
-    the write end, which a reader lets open at once. So the thread never
-    waits in open() for libvirt, whether libvirt comes, comes late or never
-    (a restore refused before it opens the FIFO); and :meth:`release`,
-    closing the only other reader once libvirt's restore has returned,
-    ends a write that nobody will read with EPIPE. Bytes written before
-    libvirt opens its end wait in the pipe for it.
-    """
-
-    def __init__(self, fifo, header, memory_path, offset, length):
-        super().__init__(name='feed-%s' % os.path.basename(os.path.dirname(
-            fifo)), daemon=True)
-        self.header = header
-        self.memory_path = memory_path
-        self.offset = offset
-        self.length = length
-        self.error = None
-        self._holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK
-                               | os.O_CLOEXEC)
-        try:
-            self._fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
-            os.close(self._holder)
-            raise
-
-    def run(self):
-        fd = self._fd
-        try:
-            # QEMU reads the stream from this pipe: a 64 KiB pipe means a
-            # context switch every 64 KiB. Ask for the largest an
-            # unprivileged pipe may have (fs.pipe-max-size, 1 MiB default).
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _pipe_max_size())
-            view = memoryview(self.header)
-            while view:
-                view = view[os.write(fd, view):]
-            with open(self.memory_path, 'rb') as src:
-                offset, remaining = self.offset, self.length
-                while remaining:
-                    n = os.splice(src.fileno(), fd, min(remaining, 1 << 20),
-                                  offset_src=offset)
-                    if n == 0:
-                        raise EOFError('memory image ended %d bytes early'
-                                       % remaining)
-                    offset += n
-                    remaining -= n
-        except (OSError, EOFError) as e:
-            self.error = e
-        finally:
-            os.close(fd)
-
-    def release(self):
-        """Close the feeder's own reader: once libvirt's restore has
-        returned (done or refused), nobody else reads, and a feeder still
-        writing ends with EPIPE instead of waiting for ever."""
-        if self._holder is not None:
-            os.close(self._holder)
-            self._holder = None
-
-
-def restore(host, image_name, save, xml, memory_path, fifo_dir, timeout,
-            paused=False):
-    """Restore a clone of live image ``image_name`` with domain XML ``xml``.
-
-    :param save: the image's parsed memory file
-        (:class:`nova_live_snapshot.saveimage.SaveImage`).
-
-    A header of the clone's own (``xml`` and the image's cookie) followed by
-    the image's unchanged QEMU stream, spliced from ``memory_path``, is fed
-    to libvirt through a FIFO in ``fifo_dir``. The caller has checked
-    ``xml`` against the image (:func:`domainxml.compare`).
-
-    The NICs whose link ``xml`` sets down are down when the clone starts
-    running (or stays paused, with ``paused``).
-
-    :raises CloneSpawnFailed: the stream could not be fed in time.
-    :raises HypervisorError: libvirt or QEMU refused the restore.
-    """
-    name = domainxml.facts(xml, 'clone XML').name
-    links_down = domainxml.macs_with_link_down(xml)
-    header = saveimage.encode(xml, save.cookie, was_running=True,
-                              compression=save.header.compression)
-    header *= header_reads(host.libvirt_version())
-    fifo = os.path.join(fifo_dir, 'restore.fifo')
-    os.mkfifo(fifo, 0o600)
-    try:
-        feeder = _Feeder(fifo, header, memory_path, save.stream_offset,
-                         save.stream_size)
-        feeder.start()
-        try:
-            host.restore(fifo, paused=paused or bool(links_down))
-        finally:
-            feeder.release()
-            feeder.join(timeout)
-    finally:
-        os.unlink(fifo)
-    if feeder.is_alive():
-        raise exception.CloneSpawnFailed(
-            name=name, image=image_name,
-            reason='feeding the memory stream did not finish within %d s'
-            % timeout)
-    if feeder.error is not None and not (
-            isinstance(feeder.error, OSError)
-            and feeder.error.errno == errno.EPIPE):
-        raise exception.CloneSpawnFailed(
-            name=name, image=image_name,
-            reason='feeding the memory stream: %s' % feeder.error)
-    if links_down:
-        # QEMU's virtio-net takes a restored NIC's link state from the
-        # migration stream (the source's: up), whatever the XML says:
-        # without this, a clone would talk on the network as its source
-        # until re-identified.
-        guest = host.lookup(name)
-        for mac in links_down:
-            guest.force_link_down(mac)
-        if not paused:
-            guest.resume()
-
-
-def reidentify(guest, new, image_name, set_link_up, require_agent=True,
-               agent_timeout=30, prepared=None):
-    """Give a restored clone identity ``new`` (:func:`identity.reset`).
-
-    :param set_link_up: brings the clone's NIC link up once the guest has
-        its new MAC and has forgotten the source's addresses.
-    :param prepared: :func:`identity.prepare` of ``new``, started before
-        the restore so that the host's part is ready when the guest is.
-    :returns: the :class:`identity.IdentityReport`.
-    :raises CloneSpawnFailed: the agent did not answer and
-        ``require_agent`` is set, or a step failed.
-    """
-    report = identity.reset(guest, new, set_link_up,
-                            agent_timeout=agent_timeout, prepared=prepared)
-    if not report.agent:
-        if require_agent:
-            raise exception.CloneSpawnFailed(
-                name=new.name, image=image_name,
-                reason='%s, so its identity (MAC, entropy, hostname, host '
-                'keys) could not be reset; set [live_snapshot] '
-                'require_guest_agent = false to spawn such clones anyway'
-                % report.steps[0].detail)
-        LOG.warning('Clone %s runs with the identity of its source: %s',
-                    new.name, report.steps[0].detail)
-        set_link_up()
-    elif not report.reset:
-        # A clone that is half re-identified may still share what matters
-        # with its source: it does not survive.
-        failed = ['%s (%s)' % (s.step, s.detail) for s in report.steps
-                  if s.status == identity.Status.FAILED]
-        raise exception.CloneSpawnFailed(
-            name=new.name, image=image_name,
-            reason='re-identification failed: %s' % '; '.join(failed))
-    return report
 
 
 class CloneManager:
@@ -333,9 +141,9 @@ class CloneManager:
         self.lazy_fallback = lazy_fallback
         self.network = network
         self.root = clone_dir
-        self.restore_timeout = restore_timeout
-        self.require_agent = require_agent
-        self.agent_timeout = agent_timeout
+        self.restorer = restore_mod.Restorer(
+            host, templates=lambda: templates, timeout=restore_timeout,
+            require_agent=require_agent, agent_timeout=agent_timeout)
         os.makedirs(clone_dir, mode=0o711, exist_ok=True)
 
     # Records -----------------------------------------------------------------
@@ -424,18 +232,13 @@ class CloneManager:
         return clones
 
     def _template(self, verified):
-        """The image's template in lazy mode (built once per host), None
-        in eager mode or when falling back to it is allowed."""
+        """The image's template in lazy mode (built once per host, before
+        the batch's clones), None in eager mode or when falling back to it
+        is allowed."""
         if self.templates is None:
             return None
-        try:
-            return self.templates.acquire(verified)
-        except exception.TemplateError as e:
-            if not self.lazy_fallback:
-                raise
-            LOG.warning('%s Restoring eagerly instead '
-                        '([live_snapshot] lazy_fallback_to_eager).', e)
-            return None
+        return restore_mod.choose_template(
+            lambda: self.templates.acquire(verified), self.lazy_fallback)
 
     def _spec(self, verified, name, exact_copy):
         image = verified.image
@@ -455,66 +258,49 @@ class CloneManager:
             # nobody; on a shared network it stays off it.
             link_up=exact_copy and self.network is None)
 
-    @staticmethod
-    def _new_identity(verified, spec):
-        old_mac = verified.domain.nics[0][1] if verified.domain.nics else None
-        return identity.NewIdentity(
-            name=spec.name, uuid=spec.uuid, mac=spec.mac, old_mac=old_mac,
-            hostname=identity.hostname_for(spec.name))
-
-    def _reidentify(self, verified, new, guest, prepared):
-        return reidentify(guest, new, verified.image.name,
-                          lambda: guest.set_link_up(new.mac),
-                          require_agent=self.require_agent,
-                          agent_timeout=self.agent_timeout,
-                          prepared=prepared)
+    def _request(self, verified, spec, exact_copy, template):
+        """The :class:`restore.RestoreRequest` of a clone rendered from
+        ``spec``; its overlay is made here, after the checks."""
+        hostname = None if exact_copy else identity.hostname_for(spec.name)
+        return restore_mod.RestoreRequest(
+            image=verified.image.name, image_facts=verified.domain,
+            domain_xml=prepare_domain(verified, spec, 'clone XML'),
+            # The persistent definition of a clone has the link up: its
+            # next start is a boot, not a resume. An exact copy stays off
+            # the network: it would answer with its source's addresses.
+            persistent_xml=domainxml.render(spec.with_identity(
+                link_up=spec.link_up or not exact_copy)),
+            memory=restore_mod.Memory(verified.image.memory_path,
+                                      verified.save),
+            fifo_dir=os.path.dirname(spec.disk_path),
+            mode=restore_mod.EAGER if template is None else restore_mod.LAZY,
+            template=None if template is None else (lambda: template),
+            hostname=hostname,
+            # The host's part (SSH host keys) is made while the clone is
+            # restored.
+            prepared=None if exact_copy else identity.prepare(hostname))
 
     def _spawn_one(self, verified, name, exact_copy=False, template=None):
         image = verified.image
         started = time.monotonic()
         spec = self._spec(verified, name, exact_copy)
         path = os.path.dirname(spec.disk_path)
-        guest = None
         address = None
         try:
-            new = prepared = None
-            if not exact_copy:
-                # The host's part (SSH host keys) is made while the clone
-                # is restored.
-                new = self._new_identity(verified, spec)
-                prepared = identity.prepare(new.hostname)
             if self.network:
                 # Before the restore: its DHCP request after the
                 # re-identification must find the entry.
                 address = dhcphost.reserve(self.host, self.network, spec.mac,
                                            name)
-            xml = prepare_domain(verified, spec, 'clone XML')
-            if template is None:
-                restore(self.host, image.name, verified.save, xml,
-                        image.memory_path, fifo_dir=path,
-                        timeout=self.restore_timeout)
-                guest = self.host.lookup(name)
-            else:
-                guest = self.templates.restore(template, domainxml.render(
-                    spec.with_identity(ram_file=template.memory_path,
-                                       ram_readonly=template.ram_readonly)))
-                guest.resume()
-            # The persistent definition of a clone has the link up: its next
-            # start is a boot, not a resume. An exact copy stays off the
-            # network: it would answer with its source's addresses.
-            self.host.define(domainxml.render(spec.with_identity(
-                link_up=spec.link_up or not exact_copy)))
-            restore_s = round(time.monotonic() - started, 3)
-            report = None
-            if not exact_copy:
-                report = self._reidentify(verified, new, guest,
-                                          prepared).to_dict()
+            request = self._request(verified, spec, exact_copy, template)
+            restored, report = self.restorer.spawn_clone(request)
             clone = Clone(name=name, uuid=spec.uuid, mac=spec.mac,
-                          genid=guest.genid(), image=image.name, path=path,
+                          genid=restored.guest.genid(), image=image.name,
+                          path=path,
                           spawn_s=round(time.monotonic() - started, 3),
-                          restore_s=restore_s, identity=report,
-                          restore_mode='eager' if template is None else 'lazy',
-                          address=address)
+                          restore_s=round(restored.restored_at - started, 3),
+                          identity=report and report.to_dict(),
+                          restore_mode=restored.mode, address=address)
             records.write(self._record_path(name), clone.to_dict())
             LOG.info('Spawned clone %s of %s in %.2f s', name, image.name,
                      clone.spawn_s)
@@ -534,9 +320,7 @@ class CloneManager:
     # Destroying --------------------------------------------------------------
 
     def _remove(self, name):
-        guest = self.host.find(name)
-        if guest is not None:
-            guest.remove()
+        self.restorer.remove(name)
         if self.network:
             try:
                 dhcphost.release(self.host, self.network, name)

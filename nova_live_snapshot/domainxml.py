@@ -10,6 +10,7 @@ the embedded XML chooses a file on this host.
 """
 
 import dataclasses
+import hashlib
 import json
 import uuid as uuidlib
 
@@ -20,7 +21,10 @@ from nova_live_snapshot import exception
 __all__ = ['DomainSpec', 'DomainFacts', 'render', 'parse', 'facts',
            'compare', 'check_cookie', 'random_mac', 'lazy_ram_args',
            'lazy_ram_file', 'with_lazy_ram', 'LAZY_RAM_ID',
-           'macs_with_link_down', 'add_backing_store']
+           'macs_with_link_down', 'add_backing_store', 'for_restore',
+           'device_signature', 'template_domain', 'disk_sources',
+           'interface_macs', 'genid', 'interface_with_link', 'active_disk',
+           'mirror_ready', 'snapshot_xml', 'with_disk_overlays']
 
 # Large enough for any real domain; bounds what a crafted header can cost.
 MAX_XML_BYTES = 1024 * 1024
@@ -451,3 +455,212 @@ def check_cookie(cookie, origin):
     if unexpected:
         raise exception.UnsafeDomainXML(
             origin=origin, reason='unexpected cookie elements %s' % unexpected)
+
+
+# Domains rendered elsewhere (Nova's guest config, libvirt's live XML) ----
+
+def for_restore(xml, machine, aliases, genid, origin='Nova guest config'):
+    """Guest config ``xml`` rendered elsewhere (by Nova) for a clone, made
+    restorable.
+
+    * The clone's VM generation ID is ``genid`` (None when its source had
+      no generation ID device).
+    * Every interface's link is down: a clone stays off the network until
+      it has its own MAC and has forgotten its source's addresses
+      (:mod:`nova_live_snapshot.identity`).
+    * A machine type alias (Nova writes ``pc`` unless the image says
+      otherwise) becomes the image's concrete machine type when the alias
+      stands for it here (``aliases``: alias to machine type): the
+      migration stream only loads into that one.
+    """
+    root = parse(xml, origin)
+    for nic in root.findall('devices/interface'):
+        for link in nic.findall('link'):
+            nic.remove(link)
+        etree.SubElement(nic, 'link', state='down')
+    ostype = root.find('os/type')
+    if ostype is not None and ostype.get('machine') != machine and \
+            aliases.get(ostype.get('machine')) == machine:
+        ostype.set('machine', machine)
+    return with_genid(etree.tostring(root, encoding='unicode'), genid, origin)
+
+
+# What of a guest config is the host's, not the guest's: left out of the
+# device signature a template is keyed by, and replaced in the domain that
+# builds it.
+_HOST_SIDE = ('name', 'uuid', 'genid', 'title', 'description', 'metadata',
+              'sysinfo', 'seclabel', 'resource')
+_NIC_KEEP = ('mac', 'model', 'driver', 'address', 'mtu', 'rom', 'link',
+             'alias')
+
+
+def device_signature(xml, origin='Nova guest config'):
+    """A digest of the guest-visible devices of guest config ``xml`` (host
+    paths, names and MACs left out): clones whose configs have the same
+    signature can share a template, whose saved device state must match
+    their devices."""
+    root = parse(xml, origin)
+    for tag in _HOST_SIDE:
+        for el in root.findall(tag):
+            root.remove(el)
+    for path in ('devices/*/source', 'devices/*/backingStore',
+                 'devices/*/log', 'devices/interface/target',
+                 'devices/interface/mac', 'devices/graphics'):
+        for el in root.findall(path):
+            el.getparent().remove(el)
+    canonical = etree.tostring(root, method='c14n')
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def template_domain(xml, genid, overlay_for, refuse,
+                    origin='Nova guest config'):
+    """Guest config ``xml`` as the domain that builds a lazy template: the
+    same guest devices, none of the instance's host resources.
+
+    Disks become the overlays ``overlay_for(dev, source file, format)``
+    returns (the caller makes them), NICs unattached taps (a virtio-net
+    state records that its backend gives vnet headers, as Neutron's taps
+    do), serial ports and consoles ptys without logs; read-only media stay.
+    The domain has a new name and UUID and generation ID ``genid``.
+
+    :raises: ``refuse(reason)`` for a device it cannot stand in for.
+    """
+    root = parse(xml, origin)
+    root.find('name').text = 'nls-template-%s' % uuidlib.uuid4().hex[:12]
+    root.find('uuid').text = str(uuidlib.uuid4())
+    # libvirt wants Nova's SMBIOS UUID to be the domain's (firmware tables,
+    # not migration state: the guest read its own long ago).
+    for entry in root.findall("sysinfo/system/entry[@name='uuid']"):
+        entry.text = root.find('uuid').text
+    if root.find('genid') is not None:
+        root.find('genid').text = genid
+    for tag in ('metadata', 'title', 'description'):
+        for el in root.findall(tag):
+            root.remove(el)
+    for disk in root.findall('devices/disk'):
+        if disk.get('device', 'disk') != 'disk':
+            continue
+        source = disk.find('source')
+        if disk.get('type') != 'file' or source is None:
+            raise refuse('its disk %s is of type %s; lazy templates stand in '
+                         'for file disks only' % (
+                             disk.find('target').get('dev'), disk.get('type')))
+        overlay = overlay_for(disk.find('target').get('dev'),
+                              source.get('file'),
+                              disk.find('driver').get('type', 'raw'))
+        source.attrib.clear()
+        source.set('file', overlay)
+        disk.find('driver').set('type', 'qcow2')
+        for el in disk.findall('backingStore'):
+            disk.remove(el)
+    for nic in root.findall('devices/interface'):
+        if nic.get('type') not in ('bridge', 'ethernet', 'network'):
+            raise refuse('its interface of type %s has no tap to stand in '
+                         'for' % nic.get('type'))
+        nic.set('type', 'ethernet')
+        for child in list(nic):
+            if child.tag not in _NIC_KEEP:
+                nic.remove(child)
+    for chardev in (root.findall('devices/serial')
+                    + root.findall('devices/console')):
+        chardev.set('type', 'pty')
+        for child in list(chardev):
+            if child.tag != 'target':
+                chardev.remove(child)
+    for channel in root.findall('devices/channel'):
+        for source in channel.findall('source'):
+            channel.remove(source)
+    for graphics in root.findall('devices/graphics'):
+        graphics.getparent().remove(graphics)
+    return etree.tostring(root, encoding='unicode')
+
+
+def _live(xml):
+    # libvirt's own XML of a domain on this host (not an image's).
+    return parse(xml, 'live domain XML')
+
+
+def disk_sources(xml):
+    """``{target dev: source file}`` of the file-backed disks of ``xml``."""
+    root = _live(xml)
+    return {d.find('target').get('dev'): d.find('source').get('file')
+            for d in root.findall("devices/disk[@type='file']")
+            if d.find('source') is not None}
+
+
+def interface_macs(xml):
+    """The MACs of the domain's NICs, in order."""
+    return [m.get('address')
+            for m in _live(xml).findall('devices/interface/mac')]
+
+
+def genid(xml):
+    """The domain's VM generation ID, or None."""
+    return _live(xml).findtext('genid')
+
+
+def interface_with_link(xml, mac, state):
+    """The ``<interface>`` of the NIC with ``mac`` in ``xml``, its link set
+    to ``state`` (for a device update), or None when there is none."""
+    for nic in _live(xml).findall('devices/interface'):
+        if nic.find('mac') is not None and \
+                nic.find('mac').get('address') == mac:
+            for link in nic.findall('link'):
+                nic.remove(link)
+            etree.SubElement(nic, 'link', state=state)
+            return etree.tostring(nic, encoding='unicode')
+    return None
+
+
+def _disk(root, dev):
+    for disk in root.findall('devices/disk'):
+        target = disk.find('target')
+        if target is not None and target.get('dev') == dev:
+            return disk
+    return None
+
+
+def active_disk(xml, dev):
+    """The file disk ``dev`` of the domain writes to, or None."""
+    disk = _disk(_live(xml), dev)
+    source = disk.find('source') if disk is not None else None
+    return source.get('file') if source is not None else None
+
+
+def mirror_ready(xml, dev):
+    """Whether the block job mirror of disk ``dev`` is ready to pivot
+    (False when it has none)."""
+    disk = _disk(_live(xml), dev)
+    mirror = disk.find('mirror') if disk is not None else None
+    return mirror is not None and mirror.get('ready') == 'yes'
+
+
+def snapshot_xml(memory_path, overlays):
+    """A ``<domainsnapshot>`` with an external memory file and an external
+    qcow2 overlay for each disk of ``overlays`` (``{dev: overlay path}``)."""
+    snap = etree.Element('domainsnapshot')
+    etree.SubElement(snap, 'memory', snapshot='external', file=memory_path)
+    disks = etree.SubElement(snap, 'disks')
+    for dev, path in sorted(overlays.items()):
+        disk = etree.SubElement(disks, 'disk', name=dev,
+                                snapshot='external', type='file')
+        etree.SubElement(disk, 'driver', type='qcow2')
+        etree.SubElement(disk, 'source', file=path)
+    return etree.tostring(snap, encoding='unicode')
+
+
+def with_disk_overlays(xml, overlays, origin):
+    """``xml`` with each file disk of ``overlays`` (``{dev: overlay}``)
+    on its qcow2 overlay, its backing chain left for libvirt to probe."""
+    root = parse(xml, origin)
+    for disk in root.findall("devices/disk[@type='file']"):
+        dev = disk.find('target').get('dev')
+        if dev in overlays:
+            disk.find('source').set('file', overlays[dev])
+            driver = disk.find('driver')
+            if driver is not None:
+                driver.set('type', 'qcow2')
+            # libvirt re-probes the chain from the new overlay.
+            for backing in disk.findall('backingStore'):
+                disk.remove(backing)
+    return etree.tostring(root, encoding='unicode')

@@ -1,8 +1,13 @@
 """The engine's public surface: capture, spawn, delete, destroy.
 
 A small facade over the host connection, the image store and the clone
-manager, built from the ``[live_snapshot]`` options. The standalone command,
-the demo and (later) the Nova driver use this and nothing below it.
+manager, built from the ``[live_snapshot]`` options. The standalone command
+and the demo use this and nothing below it. The Nova driver has images of
+its own (in Glance) and its own connection (Nova's), so it does not go
+through this facade; it shares what lies under it: the capture
+(:mod:`nova_live_snapshot.capture`) and the restore seam
+(:mod:`nova_live_snapshot.restore`), through which every clone, the
+engine's or Nova's, is restored and re-identified.
 """
 
 from nova_live_snapshot import capture as capture_mod

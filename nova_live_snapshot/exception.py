@@ -9,7 +9,8 @@ __all__ = [
     'LiveSnapshotError', 'HypervisorError', 'DomainNotFound', 'DomainNotRunning',
     'GuestAgentError', 'InsufficientSpace', 'CaptureFailed', 'ImageNotFound',
     'ImageExists', 'ImageInUse', 'InvalidLiveImage', 'ChecksumMismatch',
-    'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed', 'CloneNotFound',
+    'IncompatibleImage', 'UnsafeDomainXML', 'CloneSpawnFailed',
+    'InvalidRestoreRequest', 'CloneNotFound',
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
     'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateUnsafe',
@@ -96,6 +97,14 @@ class UnsafeDomainXML(LiveSnapshotError):
 class CloneSpawnFailed(LiveSnapshotError):
     msg_fmt = ('Spawning clone %(name)s from live image %(image)s failed: '
                '%(reason)s. Nothing of the clone was left behind.')
+
+
+class InvalidRestoreRequest(LiveSnapshotError, ValueError):
+    """A caller described a clone that cannot be restored as asked: a bug
+    in the caller, not in the image (a ValueError too)."""
+
+    msg_fmt = ('The restore of a clone of live image %(image)s was asked '
+               'for inconsistently: %(reason)s.')
 
 
 class CloneNotFound(LiveSnapshotError):

@@ -16,8 +16,8 @@ import threading
 
 import libvirt
 import libvirt_qemu
-from lxml import etree
 
+from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import virterror
 from nova_live_snapshot import waiting
@@ -82,14 +82,10 @@ class Guest:
 
     def disk_sources(self):
         """``{target dev: source file}`` of the file-backed disks, live."""
-        root = etree.fromstring(self.xml().encode())
-        return {d.find('target').get('dev'): d.find('source').get('file')
-                for d in root.findall("devices/disk[@type='file']")
-                if d.find('source') is not None}
+        return domainxml.disk_sources(self.xml())
 
     def interface_macs(self):
-        root = etree.fromstring(self.xml().encode())
-        return [m.get('address') for m in root.findall('devices/interface/mac')]
+        return domainxml.interface_macs(self.xml())
 
     def leased_ipv4(self):
         """The IPv4 address the network's DHCP server leased to this
@@ -106,7 +102,7 @@ class Guest:
         return None
 
     def genid(self):
-        return etree.fromstring(self.xml().encode()).findtext('genid')
+        return domainxml.genid(self.xml())
 
     def qemu_pid(self):
         """The PID of the running domain's QEMU (libvirt's pid file)."""
@@ -130,21 +126,12 @@ class Guest:
         self._set_link(mac, 'down')
 
     def _set_link(self, mac, state):
-        root = etree.fromstring(self.xml().encode())
-        for nic in root.findall('devices/interface'):
-            if nic.find('mac') is not None and \
-                    nic.find('mac').get('address') == mac:
-                break
-        else:
+        nic = domainxml.interface_with_link(self.xml(), mac, state)
+        if nic is None:
             raise exception.LiveSnapshotError(
                 'Domain %s has no interface with MAC %s' % (self._name, mac))
-        for link in nic.findall('link'):
-            nic.remove(link)
-        etree.SubElement(nic, 'link', state=state)
         with _errors('set link %s on %s' % (state, self._name), self):
-            self.domain.updateDeviceFlags(
-                etree.tostring(nic, encoding='unicode'),
-                libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            self.domain.updateDeviceFlags(nic, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     # Capture ---------------------------------------------------------------
 
@@ -159,30 +146,16 @@ class Guest:
         point-in-time pair. ATOMIC means libvirt rolls every disk back if one
         fails; NO_METADATA leaves no snapshot object in libvirt to clean up.
         """
-        snap = etree.Element('domainsnapshot')
-        etree.SubElement(snap, 'memory', snapshot='external', file=memory_path)
-        disks = etree.SubElement(snap, 'disks')
-        for dev, path in sorted(overlays.items()):
-            disk = etree.SubElement(disks, 'disk', name=dev,
-                                    snapshot='external', type='file')
-            etree.SubElement(disk, 'driver', type='qcow2')
-            etree.SubElement(disk, 'source', file=path)
         flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE |
                  libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
                  libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
         with _errors('live snapshot of %s' % self._name, self):
             self.domain.snapshotCreateXML(
-                etree.tostring(snap, encoding='unicode'), flags)
+                domainxml.snapshot_xml(memory_path, overlays), flags)
 
     def active_disk(self, dev):
         """The file disk ``dev`` of the running domain writes to."""
-        root = etree.fromstring(self.xml().encode())
-        for disk in root.findall('devices/disk'):
-            target = disk.find('target')
-            if target is not None and target.get('dev') == dev:
-                source = disk.find('source')
-                return source.get('file') if source is not None else None
-        return None
+        return domainxml.active_disk(self.xml(), dev)
 
     def _block_job_ready(self, dev):
         with _errors('block job info of %s %s' % (self._name, dev), self):
@@ -193,14 +166,7 @@ class Guest:
                 reason='the job ended before it was ready to pivot')
         if info['cur'] != info['end']:
             return False
-        root = etree.fromstring(self.xml().encode())
-        for disk in root.findall('devices/disk'):
-            target = disk.find('target')
-            mirror = disk.find('mirror')
-            if target is not None and target.get('dev') == dev and \
-                    mirror is not None:
-                return mirror.get('ready') == 'yes'
-        return False
+        return domainxml.mirror_ready(self.xml(), dev)
 
     @contextlib.contextmanager
     def _block_job_events(self, dev):

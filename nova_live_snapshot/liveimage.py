@@ -55,7 +55,9 @@ MANIFEST = 'manifest.json'
 SIGNATURE = 'manifest.sig'
 MEMORY = 'memory.save'
 DISK = 'disk.qcow2'
-PARTIAL_PREFIX = '.partial-'
+PARTIAL_PREFIX = records.PARTIAL_PREFIX
+# A partial image's file naming the process that writes it.
+WRITER = 'writer.pid'
 # What a published image directory holds, and nothing else.
 IMAGE_FILES = frozenset({MANIFEST, SIGNATURE, MEMORY, DISK})
 # \Z, not $: "$" also matches before a final newline.
@@ -383,12 +385,10 @@ class ImageWriter(_ImageFiles):
         self.store = store
         self.name = name
         self.id = str(uuidlib.uuid4())
-        self.path = os.path.join(
-            store.root, '%s%s-%s' % (PARTIAL_PREFIX, name, self.id[:8]))
-        os.mkdir(self.path, 0o700)
-        # Lets remove_stale_partials tell a dead writer from a live one.
-        with open(os.path.join(self.path, 'writer.pid'), 'w') as f:
-            f.write(str(os.getpid()))
+        # Named after the image's id: the capture's staging directory is
+        # matched to its writer by it.
+        self.path = records.make_partial(store.root, name, WRITER,
+                                         suffix=self.id[:8])
         self.committed = False
 
     def commit(self, manifest):
@@ -406,7 +406,7 @@ class ImageWriter(_ImageFiles):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.unlink(os.path.join(self.path, 'writer.pid'))
+        os.unlink(os.path.join(self.path, WRITER))
         self.store.write_manifest(self.path, manifest.to_json().encode())
         self.store.share_with_qemu(self.path, 0o750)
         _fsync_dir(self.path)
@@ -592,21 +592,7 @@ class ImageStore:
 
     def remove_stale_partials(self):
         """Remove ``.partial-*`` directories whose writer process is gone."""
-        removed = []
-        for entry in os.listdir(self.root):
-            if not entry.startswith(PARTIAL_PREFIX):
-                continue
-            path = os.path.join(self.root, entry)
-            try:
-                with open(os.path.join(path, 'writer.pid')) as f:
-                    pid = int(f.read().strip())
-                os.kill(pid, 0)
-                continue            # the writer still runs
-            except (FileNotFoundError, ValueError, ProcessLookupError):
-                pass
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(entry)
-        return removed
+        return records.sweep_partials(self.root, WRITER)
 
     # Verification --------------------------------------------------------------
 

@@ -49,7 +49,6 @@ import ctypes
 import dataclasses
 import datetime
 import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -72,7 +71,9 @@ __all__ = ['Source', 'Template', 'TemplateStore', 'template_genid', 'RAM',
 RAM = 'memory.ram'
 STATE = 'state.mig'
 RECORD = 'template.json'
-PARTIAL_PREFIX = '.partial-'
+PARTIAL_PREFIX = records.PARTIAL_PREFIX
+# The partial build's file naming the process that builds it.
+BUILDER = 'builder.pid'
 # Room a template needs beyond the guest's RAM: its device state (under a
 # megabyte for the test guests) and the build's own small files.
 STATE_HEADROOM_MIB = 16
@@ -306,17 +307,11 @@ class TemplateStore:
         # QEMU only traverses to the RAM file whose path it is given.
         self.images.share_with_qemu(self.root, 0o710)
 
-    @contextlib.contextmanager
     def _locked(self):
         """One builder or collector at a time on this host, across
         processes: a lock on the directory itself, so that no lock file is
         left in tmpfs."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return records.lock(self.root)
 
     def _path(self, image_id):
         return os.path.join(self.root, image_id)
@@ -424,8 +419,7 @@ class TemplateStore:
         return existing
 
     def _check_room(self, source):
-        st = os.statvfs(self.root)
-        free_mib = st.f_bavail * st.f_frsize // (1024 * 1024)
+        free_mib = records.free_mib(self.root)
         needed_mib = source.memory_mib + STATE_HEADROOM_MIB
         if free_mib < needed_mib:
             raise exception.TemplateNoRoom(image=source.name, path=self.root,
@@ -435,13 +429,9 @@ class TemplateStore:
     def _build(self, source):
         self._check_room(source)
         started = time.monotonic()
-        partial = os.path.join(self.root, '%s%s-%s' % (
-            PARTIAL_PREFIX, source.key, uuidlib.uuid4().hex[:8]))
-        os.mkdir(partial, 0o700)
+        partial = records.make_partial(self.root, source.key, BUILDER)
         guest = None
         try:
-            with open(os.path.join(partial, 'builder.pid'), 'w') as f:
-                f.write(str(os.getpid()))
             self.images.share_with_qemu(partial, 0o710)
             guest = self._load(source, partial)
             state = os.open(os.path.join(partial, STATE),
@@ -562,7 +552,7 @@ class TemplateStore:
         LOG.debug('Loaded the state of %s from the template of %s in %.3f s',
                   guest.name, template.image, time.monotonic() - started)
         # The loaded state carries the NIC link of the stream the template
-        # came from (up), whatever ``xml`` says (see clone.restore).
+        # came from (up), whatever ``xml`` says (see restore.restore_stream).
         for mac in domainxml.macs_with_link_down(xml):
             guest.force_link_down(mac)
         return guest
@@ -588,11 +578,8 @@ class TemplateStore:
             return []
         removed = []
         with self._locked():
-            partials = [os.path.join(self.root, e) + '/'
-                        for e in os.listdir(self.root)
-                        if e.startswith(PARTIAL_PREFIX)]
-            if partials:
-                self._collect_partials(partials)
+            records.sweep_partials(self.root, BUILDER,
+                                   before_remove=self._remove_builds)
             for template in self.list():
                 if template.image_id in image_ids or self.users(template):
                     continue
@@ -600,10 +587,9 @@ class TemplateStore:
                 removed.append(template.image)
         return removed
 
-    def _collect_partials(self, paths):
-        """Remove the partial builds whose builder process is gone, and the
-        template domain such a builder left running."""
-        dead = [p for p in paths if not _builder_alive(p)]
+    def _remove_builds(self, dead):
+        """Remove the template domains that builders which died left
+        running on the partial builds ``dead``."""
         for guest in self.host.active_guests():
             try:
                 ram = domainxml.lazy_ram_file(guest.xml())
@@ -613,18 +599,7 @@ class TemplateStore:
                 LOG.warning('Removing %s, left by a template build that '
                             'died', guest.name)
                 guest.remove()
-        for path in dead:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _network_name(network):
     return 'network %s' % network if network else "QEMU's user-mode network"
-
-
-def _builder_alive(partial):
-    try:
-        with open(os.path.join(partial, 'builder.pid')) as f:
-            os.kill(int(f.read().strip()), 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return False
-    return True

@@ -26,8 +26,8 @@ import subprocess
 import tempfile
 import time
 
-from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import host as host_mod
+from nova_live_snapshot import restore as restore_mod
 from nova_live_snapshot import testbed
 
 __all__ = ['measure', 'formats']
@@ -39,8 +39,8 @@ def formats(libvirt_version, qemu_version):
     """{label: (save arguments, restore arguments)} of the save formats a
     platform offers, for its virsh."""
     offered = {'raw': ([], [])}
-    if (clone_mod.version_tuple(libvirt_version) >= (11, 2, 0)
-            and clone_mod.version_tuple(qemu_version) >= (9, 0, 0)):
+    if (restore_mod.version_tuple(libvirt_version) >= (11, 2, 0)
+            and restore_mod.version_tuple(qemu_version) >= (9, 0, 0)):
         offered['sparse'] = (['--image-format', 'sparse'], [])
         offered['sparse, %d channels' % CHANNELS] = (
             ['--image-format', 'sparse', '--parallel-channels',

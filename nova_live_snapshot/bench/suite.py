@@ -18,9 +18,9 @@ from nova_live_snapshot.bench import apps as apps_mod
 from nova_live_snapshot.bench import lazy as lazy_mod
 from nova_live_snapshot.bench import platforms as platforms_mod
 from nova_live_snapshot.bench import workload
-from nova_live_snapshot import clone as clone_mod
 from nova_live_snapshot import conf as conf_mod
 from nova_live_snapshot import engine as engine_mod
+from nova_live_snapshot import restore as restore_mod
 from nova_live_snapshot import saveimage
 from nova_live_snapshot import testbed
 from nova_live_snapshot import waiting
@@ -201,9 +201,9 @@ class Bench:
         for key, paused in (('fifo', False), ('fifo_link_toggle', True)):
             guest.destroy()
             started = time.monotonic()
-            clone_mod.restore(self.host, 'floor', save, save.domain_xml,
-                              save_path, fifo_dir, timeout=120,
-                              paused=paused)
+            restore_mod.restore_stream(self.host, 'floor', save,
+                                       save.domain_xml, save_path, fifo_dir,
+                                       timeout=120, paused=paused)
             guest = self.host.lookup(guest.name)
             if paused:
                 guest.force_link_down(mac)

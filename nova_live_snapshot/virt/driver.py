@@ -31,6 +31,7 @@ For ordinary instances nothing changes: every method falls through to
   the scheduler does not count it as free.
 """
 
+import functools
 import threading
 import time
 
@@ -47,6 +48,7 @@ from nova_live_snapshot import protocol
 from nova_live_snapshot import selfcheck
 from nova_live_snapshot import template
 from nova_live_snapshot.virt import disks
+from nova_live_snapshot.virt import glance as glance_mod
 from nova_live_snapshot.virt import images
 from nova_live_snapshot.virt import live
 from nova_live_snapshot.virt import traits
@@ -111,7 +113,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
             # namespace of its own.
             compute.additional_endpoints.append(
                 manager.LiveSnapshotEndpoint(host, self))
-        self.live.recover(live.service_context)
+        self.live.recovery.run(glance_mod.service_context)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,
@@ -163,42 +165,17 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         manager_interval), extended to the memory stream cache: streams of
         live images deleted from Glance leave the host."""
         super().manage_image_cache(context, all_instances)
-        glance = self._service_glance()
+        glance = glance_mod.service_adapter(nls_conf.CONF,
+                                            self.live_conf.memory_cache_dir)
         if glance is not None:
-            self.live.cache.prune(lambda key: _image_exists(glance, key))
+            exists = functools.partial(glance_mod.image_exists, glance)
+            self.live.cache.prune(exists)
             # A live image deleted with a plain `openstack image delete`
             # leaves its hidden memory image (a machine's RAM): it goes.
-            images.sweep_orphaned_memory(
-                glance, lambda key: _image_exists(glance, key))
+            glance_mod.sweep_orphaned_memory(glance, exists)
         # Lazy-mode templates of streams no longer cached go too, once no
         # clone maps them.
         self._collect_templates()
-
-    def _service_glance(self):
-        """A Glance adapter authenticated as Nova's service user.
-
-        The periodic pass runs without a user's token; the service user
-        (``[service_user]``, which Nova needs anyway to send service tokens)
-        can see every project's images, hidden ones included.
-        """
-        from keystoneauth1 import exceptions as ks_exc
-        from keystoneauth1 import loading as ks_loading
-        from nova import utils as nova_utils
-        try:
-            auth = ks_loading.load_auth_from_conf_options(
-                nls_conf.CONF, 'service_user')
-        except ks_exc.MissingRequiredOptions:
-            auth = None
-        if auth is None:
-            LOG.warning('[service_user] has no credentials: memory streams '
-                        'of deleted live images stay in %s until the cache '
-                        'size limit evicts them',
-                        self.live_conf.memory_cache_dir)
-            return None
-        session = ks_loading.load_session_from_conf_options(
-            nls_conf.CONF, 'service_user', auth=auth)
-        return nova_utils.get_ksa_adapter('image', ksa_auth=auth,
-                                          ksa_session=session)
 
     # Capture -----------------------------------------------------------------
 
@@ -216,8 +193,8 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         guest = self._host.get_guest(instance)
         if not guest.is_active():
             raise nova_exception.InstanceNotRunning(instance_id=instance.uuid)
-        return self.live.capture(context, instance, guest.name, image_id,
-                                 update_task_state)
+        return self.live.captures.capture(context, instance, guest.name,
+                                          image_id, update_task_state)
 
     # Spawn -------------------------------------------------------------------
 
@@ -232,8 +209,8 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                 accel_info=accel_info)
         try:
             # Checked before anything exists for the instance.
-            plan = self.live.prepare_restore(context, instance)
-            with self.live.memory_stream(context, plan):
+            plan = self.live.restores.prepare(context, instance)
+            with self.live.restores.memory_stream(context, plan):
                 with self._restores_lock:
                     self._restores[instance.uuid] = plan
                 try:
@@ -248,7 +225,7 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                         self._restores.pop(instance.uuid, None)
             resumed_at = time.monotonic()
             guest = self._host.get_guest(instance)
-            report = self.live.reidentify(plan, instance, guest.name)
+            report = self.live.restores.reidentify(plan, guest.name)
         except exception.LiveSnapshotError as e:
             # Not worth a reschedule (another host would refuse the same
             # image), and the fault says why. Nova destroys what was built.
@@ -326,9 +303,9 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
         # then resumes it: a clone waits paused the same way.
         started = time.monotonic()
         try:
-            self.live.restore(plan, xml,
-                              libvirt_utils.get_instance_path(instance),
-                              paused=pause, after_define=post_xml_callback)
+            self.live.restores.restore(
+                plan, xml, libvirt_utils.get_instance_path(instance),
+                paused=pause, after_define=post_xml_callback)
             plan.restored_at = time.monotonic()
             plan.restore_s = plan.restored_at - started
         except Exception:
@@ -337,22 +314,3 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
                           plan.record.disk_image, instance=instance)
             raise
         return self._host.get_guest(instance)
-
-
-def _image_exists(glance, image_id):
-    """True or False from Glance's answer about ``image_id``; None when it
-    gives none (Glance unreachable, or an error other than 404)."""
-    from keystoneauth1 import exceptions as ks_exc
-    try:
-        response = glance.get('/v2/images/%s' % image_id, raise_exc=False)
-    except ks_exc.ClientException as e:
-        LOG.warning('Cannot ask Glance about memory image %s: %s',
-                    image_id, e)
-        return None
-    if response.status_code == 404:
-        return False
-    if response.status_code == 200:
-        return True
-    LOG.warning('Glance answered %d about memory image %s',
-                response.status_code, image_id)
-    return None

@@ -20,17 +20,16 @@ signed one.
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import re
 import shutil
 import time
-import uuid as uuidlib
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
 from nova_live_snapshot import protocol
+from nova_live_snapshot import records
 from nova_live_snapshot import signing
 
 LOG = logging.getLogger(__name__)
@@ -173,75 +172,13 @@ def memory_image_meta(name, disk_image_id):
     }
 
 
-def sweep_orphaned_memory(glance, image_exists, limit=100):
-    """Delete the hidden memory images whose disk image is gone.
-
-    A live image's memory must not outlive it, however the live image was
-    deleted: ``openstack server live-image delete`` removes both halves, a
-    plain ``openstack image delete`` of the disk image only the disk. Nova's
-    periodic image cache pass calls this as the service user, who sees every
-    project's images. Only images marked as memory images
-    (``live_snapshot_role=memory``) whose ``live_snapshot_disk_image``
-    Glance says (404) no longer exists are deleted; a property a tenant set
-    on an image of its own can only make it delete that image.
-
-    :param glance: a keystoneauth adapter for the image service.
-    :param image_exists: ``image_exists(id)`` is True, False, or None when
-        Glance gives no answer (the memory image then stays).
-    :returns: the ids of the memory images deleted.
-    """
-    from keystoneauth1 import exceptions as ks_exc
-    # Listed to the end first: Glance's next page starts at a marker image,
-    # which must still exist.
-    orphans = []
-    url = '/v2/images?%s=%s&os_hidden=true&limit=%d' % (
-        protocol.ROLE_PROPERTY, protocol.MEMORY_ROLE, limit)
-    seen = set()
-    while url and url not in seen:
-        seen.add(url)
-        try:
-            response = glance.get(url, raise_exc=False)
-        except ks_exc.ClientException as e:
-            LOG.warning('Cannot list memory images in Glance: %s', e)
-            break
-        if response.status_code != 200:
-            LOG.warning('Glance answered %d listing memory images',
-                        response.status_code)
-            break
-        body = response.json()
-        for image in body.get('images') or []:
-            if not isinstance(image, dict) or image.get(
-                    protocol.ROLE_PROPERTY) != protocol.MEMORY_ROLE:
-                continue
-            disk = image.get(protocol.DISK_IMAGE_PROPERTY)
-            memory = image.get('id')
-            if not (isinstance(disk, str) and _UUID.match(disk)
-                    and isinstance(memory, str) and _UUID.match(memory)):
-                continue
-            if image_exists(disk) is False:
-                orphans.append((memory, disk))
-        url = body.get('next')
-    deleted = []
-    for memory, disk in orphans:
-        try:
-            gone = glance.delete('/v2/images/%s' % memory,
-                                 raise_exc=False).status_code
-        except ks_exc.ClientException as e:
-            LOG.warning('Cannot delete memory image %s: %s', memory, e)
-            continue
-        if gone in (204, 404):
-            LOG.info('Deleted memory image %s: its live image %s was '
-                     'deleted', memory, disk)
-            deleted.append(memory)
-        else:
-            LOG.warning('Glance answered %d deleting memory image %s',
-                        gone, memory)
-    return deleted
-
-
 def check_key(key):
     """Refuse to go on without a usable signing key."""
     signing.sign(key, {})
+
+
+# A partial download's or copy's file naming the process that makes it.
+OWNER = 'owner.pid'
 
 
 class MemoryCache:
@@ -272,8 +209,9 @@ class MemoryCache:
                 image=key, reason='a memory image id must be a UUID')
         return os.path.join(self.root, key)
 
-    def _lock(self, key):
-        return open(self._path(key) + '.lock', 'a')
+    def _lock(self, key, shared=False, blocking=True):
+        return records.lock(self._path(key) + '.lock', shared=shared,
+                            blocking=blocking)
 
     def _write_hash(self, key, sha256):
         path = self._path(key) + '.sha256'
@@ -304,9 +242,14 @@ class MemoryCache:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            shutil.copyfile(source, dest + '.partial')
-            os.chmod(dest + '.partial', 0o600)
-            os.rename(dest + '.partial', dest)
+            partial = records.make_partial(self.root, key, OWNER)
+            try:
+                copy = os.path.join(partial, 'stream')
+                shutil.copyfile(source, copy)
+                os.chmod(copy, 0o600)
+                os.rename(copy, dest)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
             os.unlink(source)
         self.evict(keep=key)
 
@@ -322,7 +265,6 @@ class MemoryCache:
         self._ensure_root()
         path = self._path(key)
         with self._lock(key) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._verified_as(key, sha256, size):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -339,21 +281,20 @@ class MemoryCache:
                 LOG.info('Memory stream %s of live image %s served from '
                          'this host\'s cache', key, image)
             os.utime(path)
-            fcntl.flock(lock, fcntl.LOCK_SH)
-            try:
-                yield path
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.share()
+            yield path
         self.evict()
 
-    @staticmethod
-    def _fetch(path, sha256, size, fetch, image):
-        partial = '%s.partial-%s' % (path, uuidlib.uuid4().hex[:8])
+    def _fetch(self, path, sha256, size, fetch, image):
+        partial = records.make_partial(self.root, os.path.basename(path),
+                                       OWNER)
+        download = os.path.join(partial, 'stream')
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(download, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o600)
             os.close(fd)
-            fetch(partial)
-            actual, actual_size = liveimage.sha256_file(partial)
+            fetch(download)
+            actual, actual_size = liveimage.sha256_file(download)
             if actual_size != int(size):
                 raise exception.UntrustedImage(
                     image=image, reason='its memory stream is %d bytes, the '
@@ -362,10 +303,9 @@ class MemoryCache:
                 raise exception.ChecksumMismatch(
                     image=image, file='the memory stream',
                     actual=actual, expected=sha256)
-            os.rename(partial, path)
+            os.rename(download, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+            shutil.rmtree(partial, ignore_errors=True)
 
     def entries(self):
         """(key, bytes, last used) of every cached stream, oldest first."""
@@ -384,10 +324,8 @@ class MemoryCache:
 
     def remove(self, key):
         """Drop ``key`` unless a restore is reading it; True if dropped."""
-        with self._lock(key) as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self._lock(key, blocking=False) as lock:
+            if lock is None:
                 return False
             for suffix in ('', '.sha256'):
                 with contextlib.suppress(FileNotFoundError):
@@ -433,10 +371,13 @@ class MemoryCache:
         return dropped
 
     def remove_partials(self):
-        """Downloads a crash interrupted."""
+        """Downloads and copies whose process died (a crash), and the
+        partial files of releases that named no owner."""
         if not os.path.isdir(self.root):
             return
+        records.sweep_partials(self.root, OWNER)
         for name in os.listdir(self.root):
-            if '.partial' in name:
+            if '.partial' in name and not name.startswith(
+                    records.PARTIAL_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.root, name))

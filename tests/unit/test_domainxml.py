@@ -169,3 +169,46 @@ def test_lazy_domain_maps_its_ram_file_and_waits_for_its_state():
     assert domainxml.facts(xml, 'test') == domainxml.facts(
         domainxml.render(spec.with_identity(ram_file=None)), 'test')
     assert domainxml.lazy_ram_file(domainxml.render(_spec())) is None
+
+
+def test_what_the_libvirt_wrapper_reads_of_a_live_domain():
+    spec = _spec()
+    xml = domainxml.render(spec)
+    assert domainxml.disk_sources(xml) == {'vda': spec.disk_path}
+    assert domainxml.interface_macs(xml) == [spec.mac]
+    assert domainxml.genid(xml) == spec.genid
+    assert domainxml.active_disk(xml, 'vda') == spec.disk_path
+    assert domainxml.active_disk(xml, 'vdb') is None
+    assert domainxml.mirror_ready(xml, 'vda') is False
+    mirrored = xml.replace('</disk>', "<mirror ready='yes'/></disk>")
+    assert domainxml.mirror_ready(mirrored, 'vda') is True
+
+
+def test_a_nic_update_carries_only_its_new_link_state():
+    spec = _spec(link_up=False)
+    nic = etree.fromstring(domainxml.interface_with_link(
+        domainxml.render(spec), spec.mac, 'up'))
+    assert nic.tag == 'interface'
+    assert [link.get('state') for link in nic.findall('link')] == ['up']
+    assert domainxml.interface_with_link(domainxml.render(spec),
+                                         '52:54:00:00:00:01', 'up') is None
+
+
+def test_the_live_snapshot_names_every_overlay_and_the_memory_file():
+    snap = etree.fromstring(domainxml.snapshot_xml(
+        '/m/memory.save', {'vdb': '/o/b.qcow2', 'vda': '/o/a.qcow2'}))
+    assert snap.find('memory').attrib == {'snapshot': 'external',
+                                          'file': '/m/memory.save'}
+    assert [(d.get('name'), d.find('source').get('file'))
+            for d in snap.findall('disks/disk')] == [
+        ('vda', '/o/a.qcow2'), ('vdb', '/o/b.qcow2')]
+
+
+def test_a_save_image_xml_moves_its_disks_onto_their_overlays():
+    spec = _spec(backing_path='/images/frozen.qcow2')
+    xml = domainxml.with_disk_overlays(domainxml.render(spec),
+                                       {'vda': '/o/new.qcow2'}, 'test')
+    disk = etree.fromstring(xml).find('devices/disk')
+    assert disk.find('source').get('file') == '/o/new.qcow2'
+    assert disk.find('driver').get('type') == 'qcow2'
+    assert disk.find('backingStore') is None

@@ -10,6 +10,7 @@ import pytest
 from nova_live_snapshot import exception
 from nova_live_snapshot import protocol
 from nova_live_snapshot import signing
+from nova_live_snapshot.virt import glance as glance_mod
 from nova_live_snapshot.virt import images
 
 KEY = 'k' * 40
@@ -334,7 +335,7 @@ def test_the_memory_of_a_live_image_deleted_in_glance_goes_with_it():
 
     def exists(key):
         return key in glance.images
-    assert sorted(images.sweep_orphaned_memory(glance, exists)) == [
+    assert sorted(glance_mod.sweep_orphaned_memory(glance, exists)) == [
         _uuid(12), _uuid(13)]
     assert sorted(glance.images) == [_uuid(1), _uuid(11), _uuid(20)]
 
@@ -343,5 +344,5 @@ def test_the_sweep_keeps_memory_when_glance_cannot_tell():
     glance = _Glance([{'id': _uuid(11),
                        protocol.ROLE_PROPERTY: protocol.MEMORY_ROLE,
                        protocol.DISK_IMAGE_PROPERTY: _uuid(1)}])
-    assert images.sweep_orphaned_memory(glance, lambda key: None) == []
+    assert glance_mod.sweep_orphaned_memory(glance, lambda key: None) == []
     assert list(glance.images) == [_uuid(11)]

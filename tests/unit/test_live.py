@@ -9,7 +9,7 @@ import pytest
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
-from nova_live_snapshot.virt import live
+from nova_live_snapshot.virt import guestconfig
 
 NOVA_XML = """<domain type="qemu">
   <name>instance-0000000{n}</name>
@@ -64,14 +64,14 @@ def test_configs_that_differ_only_on_the_host_share_a_signature():
     """Name, UUID, SMBIOS, Nova's metadata, disk and console paths, tap
     names and MACs are the host's or the clone's own: one template serves
     both. A device more, or another memory size, is another template."""
-    assert live.device_signature(_xml(1)) == live.device_signature(_xml(2))
+    assert domainxml.device_signature(_xml(1)) == domainxml.device_signature(_xml(2))
     more = _xml(1).replace('<memballoon model="virtio"/>',
                            '<memballoon model="virtio"/><rng model="virtio">'
                            '<backend model="random">/dev/urandom</backend>'
                            '</rng>')
-    assert live.device_signature(more) != live.device_signature(_xml(1))
+    assert domainxml.device_signature(more) != domainxml.device_signature(_xml(1))
     bigger = _xml(1).replace('131072', '262144')
-    assert live.device_signature(bigger) != live.device_signature(_xml(1))
+    assert domainxml.device_signature(bigger) != domainxml.device_signature(_xml(1))
 
 
 @pytest.fixture
@@ -87,9 +87,9 @@ def test_the_template_domain_uses_none_of_the_instance_host_resources(
     partial = str(tmp_path / 'partial')
     os.mkdir(partial)
     ram = os.path.join(partial, 'memory.ram')
-    xml = live.template_xml(_xml(1, disk=instance_disk), 'img',
-                            'aaaaaaaa-0000-0000-0000-000000000000', partial,
-                            ram, 128)
+    xml = guestconfig.template_xml(_xml(1, disk=instance_disk), 'img',
+                                   'aaaaaaaa-0000-0000-0000-000000000000',
+                                   partial, ram, 128)
     root = etree.fromstring(xml.encode())
     assert root.findtext('name').startswith('nls-template-')
     new_uuid = root.findtext('uuid')
@@ -119,5 +119,5 @@ def test_a_disk_it_cannot_stand_in_for_is_refused(tmp_path):
     block = _xml(1).replace('<disk type="file" device="disk">',
                             '<disk type="block" device="disk">')
     with pytest.raises(exception.TemplateBuildFailed, match='type block'):
-        live.template_xml(block, 'img', 'g', str(tmp_path),
-                          str(tmp_path / 'memory.ram'), 128)
+        guestconfig.template_xml(block, 'img', 'g', str(tmp_path),
+                                 str(tmp_path / 'memory.ram'), 128)

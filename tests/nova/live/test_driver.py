@@ -345,7 +345,7 @@ class LiveDriverTest(base.LiveSnapshotTestBase):
         service finds the overlay on the domain itself and merges it back,
         with the same outcome as above."""
         self._crash_during_capture(
-            'nova_live_snapshot.virt.live.Journal.write',
+            'nova_live_snapshot.virt.journal.Journal.write',
             lambda journal, image_id, **entry: 'overlays' in entry)
 
     def _crash_during_capture(self, target, crashes):
