@@ -3,6 +3,10 @@ itself back through others, and the lower rooms do not reach up.
 
 Imports inside functions count: a late import is still an arrow, only a
 hidden one.
+
+The floors the architecture document shows are computed here too, so the
+picture cannot drift from the code: ``python tests/unit/test_layers.py``
+prints them (the file to update when a module moves).
 """
 
 import ast
@@ -10,10 +14,12 @@ import os
 
 import pytest
 
-import nova_live_snapshot
-
 PACKAGE = 'nova_live_snapshot'
-ROOT = os.path.dirname(nova_live_snapshot.__file__)
+# The source tree beside these tests, whatever copy of the package is
+# installed.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+ROOT = os.path.join(REPO, PACKAGE)
 
 
 def _modules():
@@ -130,3 +136,55 @@ def test_the_shared_names_import_nothing():
     imported |= {node.module.split('.')[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {'types'}
+
+
+FLOORS_DOC = os.path.join(REPO, 'doc', 'source', 'architecture',
+                          'floors.txt')
+
+
+def floors():
+    """``{floor: [module, ...]}`` for every module but the packages'
+    ``__init__``: a module with no project import stands on floor 1, any
+    other one floor above the highest module it imports."""
+    level = {}
+
+    def floor(module):
+        if module not in level:
+            level[module] = 1 + max((floor(d) for d in GRAPH[module]),
+                                    default=0)
+        return level[module]
+
+    found = {}
+    for module, path in sorted(MODULES.items()):
+        if os.path.basename(path) != '__init__.py':
+            found.setdefault(floor(module), []).append(module)
+    return found
+
+
+def render_floors(width=76):
+    """The floors as text, the top floor first, names without the package's
+    prefix, wrapped at ``width``."""
+    lines = []
+    for number, modules in sorted(floors().items(), reverse=True):
+        label = 'floor %-2d' % number
+        line = label
+        for name in (m[len(PACKAGE) + 1:] for m in modules):
+            if len(line) + 1 + len(name) > width:
+                lines.append(line)
+                line = ' ' * len(label)
+            line += ' ' + name
+        lines.append(line)
+    return '\n'.join(lines) + '\n'
+
+
+def test_the_documented_floors_are_the_codes():
+    """doc/source/architecture/floors.txt is what the imports say today."""
+    with open(FLOORS_DOC) as f:
+        documented = f.read()
+    assert documented == render_floors(), (
+        'the import graph changed: write the output of '
+        '"python tests/unit/test_layers.py" to %s' % FLOORS_DOC)
+
+
+if __name__ == '__main__':
+    print(render_floors(), end='')
