@@ -12,6 +12,13 @@ Run as root (the standalone engine), the owner is root, as before.
 Giving the file the QEMU group needs no privilege either, provided the
 service's user is a member of that group (``usermod -aG libvirt-qemu
 nova``); without it the kernel refuses and :class:`NotInQemuGroup` says so.
+
+What libvirtd (root) writes for the service, a capture's memory file, is
+root's, 0600: only root can give it to the service. The engine is root;
+nova-compute is not, and takes such files back the way Nova's own driver
+takes back a live snapshot's delta: one ``chown`` through Nova's sys_admin
+privsep daemon (:func:`use_privileged_chown`, set by the driver), never
+holding root itself.
 """
 
 import grp
@@ -20,7 +27,11 @@ import pwd
 
 from nova_live_snapshot import exception
 
-__all__ = ['service_uid', 'service_gid', 'give_to_service']
+__all__ = ['service_uid', 'service_gid', 'give_to_service', 'take_back',
+           'use_privileged_chown']
+
+#: chown(path, uid, gid) run with privilege, or None (see use_privileged_chown)
+_privileged_chown = None
 
 
 def service_uid():
@@ -45,6 +56,33 @@ def _names(uid, gid):
     return user, group
 
 
+def use_privileged_chown(chown):
+    """Have an unprivileged service take files back with ``chown(path,
+    uid=, gid=)``, a privileged entrypoint (nova-compute: Nova's
+    ``nova.privsep.path.chown``). None: never (the default)."""
+    global _privileged_chown
+    _privileged_chown = chown
+
+
+def take_back(path):
+    """Make ``path``, written for this service by someone else (libvirtd,
+    or the QEMU user libvirt gave it to), the service user's. Nothing to do
+    for root, which reads and changes anything, or for a file already the
+    service's.
+
+    :raises ForeignOwner: it is not, and the service has no privileged
+        ``chown`` to take it back with.
+    """
+    uid = service_uid()
+    st = os.stat(path)
+    if uid == 0 or st.st_uid == uid:
+        return
+    if _privileged_chown is None:
+        raise exception.ForeignOwner(path=path, owner=st.st_uid,
+                                     user=_names(uid, service_gid())[0])
+    _privileged_chown(path, uid=uid, gid=service_gid())
+
+
 def give_to_service(path, gid=None):
     """Make ``path`` the service user's, with group ``gid`` (the service's
     own group when None). Only the owner, never QEMU, can then change it.
@@ -52,7 +90,7 @@ def give_to_service(path, gid=None):
     :raises NotInQemuGroup: the service may not give ``path`` the group
         ``gid``: its user is not a member of it.
     :raises ForeignOwner: ``path`` belongs to another user and the service
-        is not root.
+        cannot take it back (:func:`take_back`).
     """
     uid = service_uid()
     if gid is None:
@@ -60,11 +98,8 @@ def give_to_service(path, gid=None):
     st = os.stat(path)
     if (st.st_uid, st.st_gid) == (uid, gid):
         return
-    if st.st_uid != uid and uid != 0:
-        # Only root can take a file back; and a shared file someone else
-        # could rewrite is no file to share.
-        raise exception.ForeignOwner(path=path, owner=st.st_uid,
-                                     user=_names(uid, gid)[0])
+    if st.st_uid != uid:
+        take_back(path)
     try:
         os.chown(path, uid, gid)
     except PermissionError:

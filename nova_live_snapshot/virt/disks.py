@@ -31,7 +31,7 @@ from nova_live_snapshot import qemuimg
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['protect', 'lock_down']
+__all__ = ['protect', 'lock_down', 'privileged_chown']
 
 
 def lock_down(path):
@@ -39,22 +39,17 @@ def lock_down(path):
     reads it through the "other" read bit (Nova's base files are 0644
     anyway). Where it belongs to someone else, root takes it back: this
     process if it is root, Nova's privsep daemon otherwise."""
+    ownership.give_to_service(path)
     st = os.stat(path)
-    uid, gid = ownership.service_uid(), ownership.service_gid()
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        if uid == 0 or st.st_uid == uid:
-            os.chown(path, uid, gid)
-        else:
-            _privileged_chown(path, uid, gid)
-        st = os.stat(path)
     mode = stat.S_IMODE(st.st_mode) & ~0o022 | 0o004
     if mode != stat.S_IMODE(st.st_mode):
         os.chmod(path, mode)
 
 
-def _privileged_chown(path, uid, gid):
+def privileged_chown(path, uid=-1, gid=-1):
     """``chown`` through Nova's sys_admin privsep context (its daemon
-    starts on first use, through ``[nova_sys_admin] helper_command``)."""
+    starts on first use, through ``[nova_sys_admin] helper_command``); the
+    driver hands it to :func:`ownership.use_privileged_chown`."""
     # Imported here: the engine and the unit tests never need Nova's
     # privsep context, and importing it registers Nova's options.
     from nova.privsep import path as privsep_path

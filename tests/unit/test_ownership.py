@@ -115,8 +115,9 @@ def test_a_service_outside_the_qemu_group_is_told_to_join_it(workdir):
 
 
 def test_a_file_someone_else_owns_is_never_shared(workdir):
-    """An unprivileged service cannot take a file back; it refuses to
-    share one that another user (here: the QEMU user) could rewrite."""
+    """An unprivileged service without a privileged chown cannot take a
+    file back; it refuses to share one that another user (here: the QEMU
+    user) could rewrite."""
     qemu = pwd.getpwnam(testbed.QEMU_USER)
     qemu_gid = grp.getgrnam(QEMU_GROUP).gr_gid
     path = _make(os.path.join(workdir, 'ram'), qemu.pw_uid, qemu.pw_gid,
@@ -132,12 +133,32 @@ def test_nova_s_base_file_stays_the_service_user_s_without_privsep(workdir):
     """A base file nova-compute made is locked down unprivileged: write
     bits off for group and others, the read bit for QEMU on."""
     path = _make(os.path.join(workdir, 'base'), mode=0o664)
-    # No privsep daemon is running or can be started by this user: had
-    # lock_down asked for one, this would fail.
+    # No privileged chown: had lock_down needed one, this would fail.
     as_service(lambda: disks.lock_down(path))
     st = os.stat(path)
     assert (st.st_uid, st.st_gid) == (SERVICE.pw_uid, SERVICE.pw_gid)
     assert stat.S_IMODE(st.st_mode) == 0o644
+
+
+def test_what_libvirtd_wrote_as_root_is_taken_back_through_privsep(workdir):
+    """A capture's memory file, root's and 0600 as libvirtd writes it,
+    becomes the unprivileged service's through Nova's privsep daemon (and
+    without one the service says it cannot)."""
+    import nova.privsep.path  # noqa: F401
+    from oslo_privsep import priv_context
+    path = _make(os.path.join(workdir, 'memory'), 0, 0)
+    with pytest.raises(exception.ForeignOwner, match='uid 0'):
+        as_service(lambda: ownership.take_back(path))
+
+    def take_back():
+        ownership.use_privileged_chown(disks.privileged_chown)
+        ownership.take_back(path)
+        with open(path, 'rb') as f:
+            return f.read()
+    assert as_service(take_back, before_drop=lambda: nova.privsep.
+                      sys_admin_pctxt.start(
+                          method=priv_context.Method.FORK)) == b'frozen'
+    assert os.stat(path).st_uid == SERVICE.pw_uid
 
 
 def _capabilities(pid):
@@ -168,6 +189,7 @@ def test_a_base_libvirt_gave_to_qemu_is_taken_back_through_nova_s_privsep(
         context.start(method=priv_context.Method.FORK)
 
     def lock_down_and_look():
+        ownership.use_privileged_chown(disks.privileged_chown)
         disks.lock_down(path)
         me = os.getpid()
         with open('/proc/%d/task/%d/children' % (me, me)) as f:
