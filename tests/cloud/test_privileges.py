@@ -1,0 +1,172 @@
+"""Least privilege, as the kernel sees it: every service of the cloud that
+distributions run unprivileged runs as its own user with no capability
+(nova-compute of both hosts first), and nova-compute's root operations run
+in privsep daemons that hold exactly the capabilities their context
+declares, started through sudo and the cloud's narrow sudoers rule.
+
+Read from ``/proc/<pid>/status`` of the processes the cloud's supervisor
+recorded (``run/ready.json``), their workers, and every ``privsep-helper``
+started with a nova-compute's configuration file. A capture on host A and a
+server on host B make sure each host's nova-compute has used privsep: the
+capture takes libvirtd's memory file back through Nova's sys_admin context,
+and plugging a port goes through os-vif's.
+"""
+
+import importlib
+import json
+import os
+import pwd
+
+import pytest
+
+from tests.cloud.conftest import CLOUD_DIR
+from tests.cloud.conftest import hosts
+from tests.cloud.conftest import wait_ready
+
+READY = os.path.join(CLOUD_DIR, 'run', 'ready.json')
+ETC = os.path.join(CLOUD_DIR, 'etc')
+#: service name in the cloud: the user it must run as
+UNPRIVILEGED = {
+    'nova-api': 'nova', 'nova-api-default': 'nova',
+    'nova-conductor': 'nova', 'nova-scheduler': 'nova',
+    'keystone': 'keystone', 'placement': 'placement',
+    'glance-api': 'glance', 'neutron': 'neutron',
+    'neutron-rpc-server': 'neutron',
+}
+
+
+def status(pid):
+    """/proc/<pid>/status as {field: value}."""
+    with open('/proc/%d/status' % pid) as f:
+        return dict(line.rstrip('\n').split(':\t', 1) for line in f
+                    if ':\t' in line)
+
+
+def cmdline(pid):
+    with open('/proc/%d/cmdline' % pid, 'rb') as f:
+        return f.read().decode(errors='replace').split('\0')[:-1]
+
+
+def descendants(pid):
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in os.listdir('/proc/%d/task' % p):
+            with open('/proc/%d/task/%s/children' % (p, task)) as f:
+                todo.extend(int(c) for c in f.read().split())
+    return found
+
+
+def privsep_daemons():
+    """{pid: argv} of every running privsep-helper."""
+    out = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = cmdline(int(entry))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if any(a.endswith('/privsep-helper') for a in argv[:3]):
+            out[int(entry)] = argv
+    return out
+
+
+def _option(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def declared_mask(context_path):
+    """The capability mask the privsep context ``context_path`` declares
+    (its default: the cloud's files set none)."""
+    module, _, name = context_path.rpartition('.')
+    context = getattr(importlib.import_module(module), name)
+    return sum(1 << cap for cap in context.conf.capabilities)
+
+
+def assert_unprivileged(pid, user, what):
+    pw = pwd.getpwnam(user)
+    st = status(pid)
+    assert st['Uid'].split() == [str(pw.pw_uid)] * 4, (what, st['Uid'])
+    assert st['Gid'].split() == [str(pw.pw_gid)] * 4, (what, st['Gid'])
+    for field in ('CapEff', 'CapPrm', 'CapAmb'):
+        assert int(st[field], 16) == 0, (what, field, st[field])
+
+
+@pytest.fixture(scope='module')
+def privsep_used(demo, compute, compute_b):
+    """A busybox server captured on host A and a busybox server on host
+    B: both nova-computes have started their privsep daemons."""
+    server = demo('server', 'create', '--image', 'busybox-guest', '--flavor',
+                  'nls.tiny', '--network', demo.network, '--wait',
+                  'privsep-source')
+    wait_ready(compute.guest(server['id']))
+    image = demo('server', 'live-image', 'create', server['id'], '--name',
+                 'privsep-image', '--wait')
+    server_b = demo('server', 'create', '--image', 'busybox-guest',
+                    '--flavor', 'nls.tiny', '--network', demo.network,
+                    '--availability-zone', compute_b.zone, '--wait',
+                    'privsep-b')
+    yield
+    for sid in (server['id'], server_b['id']):
+        demo('server', 'delete', '--wait', sid, parse=False)
+    demo('server', 'live-image', 'delete', image['id'], parse=False)
+
+
+def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
+        cloud_ready):
+    """Both nova-compute services and all their processes: nova's uid and
+    gid (real, effective, saved, filesystem), no capability, and the
+    groups that reach libvirtd and share files with QEMU."""
+    with open(READY) as f:
+        pids = json.load(f)['pids']
+    nova = pwd.getpwnam('nova')
+    for which, desc in hosts().items():
+        pid = pids[desc['service']]
+        for p in descendants(pid):
+            if any(a.endswith('/privsep-helper') for a in cmdline(p)[:3]):
+                continue
+            assert_unprivileged(p, 'nova', 'host %s pid %d' % (which, p))
+        groups = {int(g) for g in status(pid)['Groups'].split()}
+        import grp
+        for group in ('libvirt', 'libvirt-qemu'):
+            assert grp.getgrnam(group).gr_gid in groups, (which, group)
+        assert nova.pw_uid != 0
+
+
+def test_every_other_service_runs_as_its_own_user(cloud_ready):
+    """The APIs (and their WSGI workers), the conductor, the scheduler and
+    neutron's RPC server run as the users Debian's packages give them."""
+    with open(READY) as f:
+        pids = json.load(f)['pids']
+    for service, user in UNPRIVILEGED.items():
+        for p in descendants(pids[service]):
+            assert_unprivileged(p, user, '%s pid %d' % (service, p))
+
+
+def test_nova_compute_s_privsep_daemons_hold_only_their_declared_caps(
+        privsep_used):
+    """Every privsep daemon a nova-compute started (its configuration file
+    on the helper's command line) holds, effective and permitted, exactly
+    the capabilities its context declares, and inherits none to what it
+    runs; each host's nova-compute has at least one."""
+    files = {os.path.join(ETC, 'nova', 'nova-cpu.conf'): 'A'}
+    files.update({os.path.join(ETC, 'nova', 'nova-cpu-%s.conf'
+                               % desc['host']): which
+                  for which, desc in hosts().items() if which != 'A'})
+    seen = {}
+    for pid, argv in privsep_daemons().items():
+        conf = _option(argv, '--config-file')
+        if conf not in files:
+            continue
+        context = _option(argv, '--privsep_context')
+        st = status(pid)
+        mask = declared_mask(context)
+        assert int(st['CapEff'], 16) == mask, (context, st['CapEff'])
+        assert int(st['CapPrm'], 16) == mask, (context, st['CapPrm'])
+        assert int(st['CapAmb'], 16) == 0, (context, st['CapAmb'])
+        seen.setdefault(files[conf], set()).add(context)
+    assert 'nova.privsep.sys_admin_pctxt' in seen.get('A', ()), seen
+    assert seen.get('B'), seen
