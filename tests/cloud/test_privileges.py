@@ -12,10 +12,12 @@ capture takes libvirtd's memory file back through Nova's sys_admin context,
 and plugging a port goes through os-vif's.
 """
 
+import grp
 import importlib
 import json
 import os
 import pwd
+import warnings
 
 import pytest
 
@@ -123,17 +125,28 @@ def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
     with open(READY) as f:
         pids = json.load(f)['pids']
     nova = pwd.getpwnam('nova')
+    checked = set()
     for which, desc in hosts().items():
+        if desc['user'] != 'nova':
+            # Only where the cloud shares the machine's libvirtd with other
+            # suites' guests (NLS_CLOUD_SHARED_HYPERVISOR=1, never CI):
+            # Nova's resource audit must read their disks.
+            assert desc['shared_hypervisor'], desc
+            warnings.warn('host %s\'s nova-compute runs as %s beside other '
+                          'suites\' guests: not checked' % (which,
+                                                            desc['user']))
+            continue
         pid = pids[desc['service']]
+        checked.add(which)
         for p in descendants(pid):
             if any(a.endswith('/privsep-helper') for a in cmdline(p)[:3]):
                 continue
             assert_unprivileged(p, 'nova', 'host %s pid %d' % (which, p))
         groups = {int(g) for g in status(pid)['Groups'].split()}
-        import grp
         for group in ('libvirt', 'libvirt-qemu'):
             assert grp.getgrnam(group).gr_gid in groups, (which, group)
-        assert nova.pw_uid != 0
+    assert nova.pw_uid != 0
+    assert 'B' in checked
 
 
 def test_every_other_service_runs_as_its_own_user(cloud_ready):

@@ -79,6 +79,15 @@ MACHINE_LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock'
 #: daemon's socket does not admit the libvirt group (host_a_libvirt_uri).
 LIBVIRT_RELAY_DIR = os.path.join(DIR, 'libvirt-relay')
 LIBVIRT_RELAY_SOCKET = os.path.join(LIBVIRT_RELAY_DIR, 'libvirt-sock')
+#: NLS_CLOUD_SHARED_HYPERVISOR=1: the machine's libvirtd runs other suites'
+#: guests too (a developer machine; never CI).
+SHARED_HYPERVISOR = os.environ.get('NLS_CLOUD_SHARED_HYPERVISOR') == '1'
+#: The user host A's nova-compute runs as. Nova's resource audit reads the
+#: disk of every domain on its libvirtd (qemu-img info, and it fails the
+#: whole audit when it cannot: InvalidDiskInfo is not among the errors it
+#: forgives), and other suites' disks are 0600, the QEMU user's: beside
+#: them only root can audit. Host B's libvirtd is the cloud's alone.
+HOST_A_USER = 'root' if SHARED_HYPERVISOR else 'nova'
 #: Every compute host as the tests see it.
 HOSTS_JSON = os.path.join(RUN, 'hosts.json')
 #: Host B's availability zone (host A is in Nova's default one, nova).
@@ -379,7 +388,8 @@ def host_a_description():
             'image_dir': os.path.join(live, 'images'),
             'cache_dir': os.path.join(live, 'cache'), 'staging': STAGING,
             'log': os.path.join(LOGS, 'nova-compute.log'),
-            'service': 'nova-compute', 'zone': 'nova',
+            'service': 'nova-compute', 'zone': 'nova', 'user': HOST_A_USER,
+            'shared_hypervisor': SHARED_HYPERVISOR,
             'netns': '/run/netns/%s' % network.NETNS}
 
 
@@ -811,18 +821,22 @@ class Cloud:
         # operations go through its privsep helpers, started with sudo.
         services = [Service(name, [os.path.join(BIN, 'nova-' + binary),
                                    '--config-file', conf_file],
-                            stop_timeout=60, user='nova')
-                    for name, binary, conf_file in (
-                        ('nova-conductor', 'conductor', conf),
-                        ('nova-scheduler', 'scheduler', conf),
-                        ('nova-compute', 'compute', cpu_conf),
+                            stop_timeout=60, user=user)
+                    for name, binary, conf_file, user in (
+                        ('nova-conductor', 'conductor', conf, 'nova'),
+                        ('nova-scheduler', 'scheduler', conf, 'nova'),
+                        ('nova-compute', 'compute', cpu_conf,
+                         None if HOST_A_USER == 'root' else HOST_A_USER),
                         (self.host_b.description()['service'], 'compute',
-                         os.path.join(ETC, compute_conf(self.host_b.name))))]
+                         os.path.join(ETC, compute_conf(self.host_b.name)),
+                         'nova'))]
         for service in services[:2]:
             self.start(service)
-        if os.environ.get('NLS_CLOUD_SHARED_HYPERVISOR') == '1':
+        if SHARED_HYPERVISOR:
             log('NLS_CLOUD_SHARED_HYPERVISOR=1: registering nova-compute in '
-                'advance; other guests on this libvirtd are ignored')
+                'advance; other guests on this libvirtd are ignored; host '
+                'A\'s nova-compute runs as root (Nova\'s resource audit must '
+                'read their disks), host B\'s as nova')
             run([os.path.join(BIN, 'python'),
                  os.path.join(TOOLS, 'preregister_compute.py'), conf],
                 'preregister_compute.py')

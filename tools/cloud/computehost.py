@@ -137,6 +137,7 @@ class ComputeHost:
                 'log': os.path.join(self.ctx.LOGS,
                                     'nova-compute-%s.log' % self.name),
                 'service': 'nova-compute-%s' % self.name,
+                'user': 'nova', 'shared_hypervisor': False,
                 'netns': '/proc/%d/ns/net' % self.anchor.proc.pid
                 if self.anchor else None}
 
