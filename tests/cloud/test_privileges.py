@@ -21,9 +21,10 @@ import warnings
 
 import pytest
 
+from tests.cloud.conftest import busybox_and_its_live_image
 from tests.cloud.conftest import CLOUD_DIR
+from tests.cloud.conftest import delete_server_and_image
 from tests.cloud.conftest import hosts
-from tests.cloud.conftest import wait_ready
 
 READY = os.path.join(CLOUD_DIR, 'run', 'ready.json')
 ETC = os.path.join(CLOUD_DIR, 'etc')
@@ -101,20 +102,14 @@ def assert_unprivileged(pid, user, what):
 def privsep_used(demo, compute, compute_b):
     """A busybox server captured on host A and a busybox server on host
     B: both nova-computes have started their privsep daemons."""
-    server = demo('server', 'create', '--image', 'busybox-guest', '--flavor',
-                  'nls.tiny', '--network', demo.network, '--wait',
-                  'privsep-source')
-    wait_ready(compute.guest(server['id']))
-    image = demo('server', 'live-image', 'create', server['id'], '--name',
-                 'privsep-image', '--wait')
+    server, image = busybox_and_its_live_image(demo, compute, 'privsep')
     server_b = demo('server', 'create', '--image', 'busybox-guest',
                     '--flavor', 'nls.tiny', '--network', demo.network,
                     '--availability-zone', compute_b.zone, '--wait',
                     'privsep-b')
     yield
-    for sid in (server['id'], server_b['id']):
-        demo('server', 'delete', '--wait', sid, parse=False)
-    demo('server', 'live-image', 'delete', image['id'], parse=False)
+    demo('server', 'delete', '--wait', server_b['id'], parse=False)
+    delete_server_and_image(demo, server, image)
 
 
 def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
