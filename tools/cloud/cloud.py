@@ -817,6 +817,10 @@ class Cloud:
         cpu_conf = os.path.join(ETC, 'nova', 'nova-cpu.conf')
         if not libvirt_socket_admits_group():
             self.start_libvirt_relay()
+        # Now, not when ovsdb-server starts: it makes its sockets again
+        # (root's, 0750) when the OVS agent sets its manager.
+        for sock in (network.OVSDB, self.host_b.ovsdb):
+            network.share_ovsdb_socket(sock[len('unix:'):])
         # Every Nova service as nova (accounts.py): nova-compute's root
         # operations go through its privsep helpers, started with sudo.
         services = [Service(name, [os.path.join(BIN, 'nova-' + binary),

@@ -246,7 +246,6 @@ class ComputeHost:
             '--no-chdir', '-vconsole:info'])))
         ctx.wait_for(lambda: os.path.exists(os.path.join(rundir, 'db.sock')),
                      30, 'ovsdb-server of %s to listen' % self.name)
-        network.share_ovsdb_socket(os.path.join(rundir, 'db.sock'))
         self.vsctl('--no-wait', 'init')
         cloud.start(ctx.Service('%s-ovs-vswitchd' % self.name, self.enter([
             'ovs-vswitchd', network.OVSDB, '--no-chdir', '-vconsole:info'])))

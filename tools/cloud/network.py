@@ -143,7 +143,6 @@ class Backend:
             '--no-chdir', '-vconsole:info'], netns=False))
         ctx.wait_for(lambda: os.path.exists('%s/db.sock' % OVS_RUNDIR), 30,
                      'ovsdb-server to listen')
-        share_ovsdb_socket('%s/db.sock' % OVS_RUNDIR)
         ctx.run(['ovs-vsctl', '--no-wait', 'init'], 'ovs-vsctl init')
         start(self.service('ovs-vswitchd', [
             'ovs-vswitchd', OVSDB, '--no-chdir', '-vconsole:info']))
@@ -221,7 +220,9 @@ OVSDB_GROUP = 'nova'
 
 def share_ovsdb_socket(path):
     """ovsdb-server makes its unix socket root's, 0750 (connecting takes
-    write permission): give OVSDB_GROUP read-write on it. Distributions
+    write permission), and makes it again when its remotes change (the OVS
+    agent setting a manager): give OVSDB_GROUP read-write on it once the
+    agents run. Distributions
     reach OVS over ``tcp:127.0.0.1:6640`` instead; host B's switch is in a
     network namespace of its own, where the host's loopback is not, and
     its socket is the one way in."""
