@@ -12,6 +12,7 @@ capture takes libvirtd's memory file back through Nova's sys_admin context,
 and plugging a port goes through os-vif's.
 """
 
+import contextlib
 import grp
 import importlib
 import json
@@ -22,6 +23,7 @@ import warnings
 import pytest
 
 from tests.cloud.conftest import busybox_and_its_live_image
+from tests.cloud.conftest import CLIError
 from tests.cloud.conftest import CLOUD_DIR
 from tests.cloud.conftest import delete_server_and_image
 from tests.cloud.conftest import hosts
@@ -103,13 +105,18 @@ def privsep_used(demo, compute, compute_b):
     """A busybox server captured on host A and a busybox server on host
     B: both nova-computes have started their privsep daemons."""
     server, image = busybox_and_its_live_image(demo, compute, 'privsep')
-    server_b = demo('server', 'create', '--image', 'busybox-guest',
-                    '--flavor', 'nls.tiny', '--network', demo.network,
-                    '--availability-zone', compute_b.zone, '--wait',
-                    'privsep-b')
-    yield
-    demo('server', 'delete', '--wait', server_b['id'], parse=False)
-    delete_server_and_image(demo, server, image)
+    try:
+        server_b = demo('server', 'create', '--image', 'busybox-guest',
+                        '--flavor', 'nls.tiny', '--network', demo.network,
+                        '--availability-zone', compute_b.zone, '--wait',
+                        'privsep-b')
+        yield server_b
+    finally:
+        # By name: it may have failed to build (its ERROR server is
+        # deleted), or never have been made (nothing to delete).
+        with contextlib.suppress(CLIError):
+            demo('server', 'delete', '--wait', 'privsep-b', parse=False)
+        delete_server_and_image(demo, server, image)
 
 
 def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
