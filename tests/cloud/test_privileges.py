@@ -12,7 +12,6 @@ capture takes libvirtd's memory file back through Nova's sys_admin context,
 and plugging a port goes through os-vif's.
 """
 
-import contextlib
 import grp
 import importlib
 import json
@@ -22,11 +21,12 @@ import warnings
 
 import pytest
 
+from nova_live_snapshot import testbed
 from tests.cloud.conftest import busybox_and_its_live_image
-from tests.cloud.conftest import CLIError
 from tests.cloud.conftest import CLOUD_DIR
 from tests.cloud.conftest import delete_server_and_image
 from tests.cloud.conftest import hosts
+from tests.cloud.conftest import wait_ready
 
 READY = os.path.join(CLOUD_DIR, 'run', 'ready.json')
 ETC = os.path.join(CLOUD_DIR, 'etc')
@@ -102,21 +102,49 @@ def assert_unprivileged(pid, user, what):
 
 @pytest.fixture(scope='module')
 def privsep_used(demo, compute, compute_b):
-    """A busybox server captured on host A and a busybox server on host
-    B: both nova-computes have started their privsep daemons."""
-    server, image = busybox_and_its_live_image(demo, compute, 'privsep')
+    """On each host a busybox server and a live image of it: both
+    nova-computes have plugged ports (os-vif's privsep daemon) and captured
+    (libvirtd's memory file taken back through Nova's), as nova where the
+    cloud runs them so. (No clone on host B: across the wire between the
+    hosts its DHCP lease is not reliable yet, issue 13.)"""
+    made = []
     try:
+        made.append(busybox_and_its_live_image(demo, compute, 'privsep'))
         server_b = demo('server', 'create', '--image', 'busybox-guest',
                         '--flavor', 'nls.tiny', '--network', demo.network,
                         '--availability-zone', compute_b.zone, '--wait',
-                        'privsep-b')
-        yield server_b
+                        'privsep-b-source')
+        wait_ready(compute_b.guest(server_b['id']))
+        image_b = demo('server', 'live-image', 'create', server_b['id'],
+                       '--name', 'privsep-b-image', '--wait')
+        made.append((server_b, image_b))
+        yield image_b
     finally:
-        # By name: it may have failed to build (its ERROR server is
-        # deleted), or never have been made (nothing to delete).
-        with contextlib.suppress(CLIError):
-            demo('server', 'delete', '--wait', 'privsep-b', parse=False)
-        delete_server_and_image(demo, server, image)
+        for server, image in made:
+            delete_server_and_image(demo, server, image)
+
+
+def test_what_host_b_s_guests_share_is_nova_s_and_no_qemu_can_write_it(
+        privsep_used, compute_b):
+    """On the host whose nova-compute runs as nova: Nova's base files,
+    which every guest of an image shares as its backing file (the running
+    source's QEMU has them open), are nova's with no write bit for anyone
+    else (virt/disks.py), the capture left nothing of the image behind
+    that is not nova's, and the QEMU user can write none of them nor change
+    their mode."""
+    nova = pwd.getpwnam('nova')
+    base = os.path.join(compute_b.instances, '_base')
+    files = [os.path.join(base, n) for n in os.listdir(base)]
+    assert files
+    for path in files:
+        st = os.stat(path)
+        assert st.st_uid == nova.pw_uid, (path, st.st_uid)
+        assert st.st_mode & 0o022 == 0, (path, oct(st.st_mode))
+    for root, _dirs, names in os.walk(os.path.dirname(compute_b.image_dir)):
+        for name in names:
+            st = os.stat(os.path.join(root, name))
+            assert st.st_uid == nova.pw_uid, (root, name, st.st_uid)
+    assert testbed.qemu_user_can_write(*files) == {}
 
 
 def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
