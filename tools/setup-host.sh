@@ -49,8 +49,8 @@ if [ -c /dev/kvm ]; then
 fi
 mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
 
-# libvirtd's read-write socket for the libvirt group, as Debian's
-# libvirt-daemon-system configures it, so that an unprivileged nova-compute
+# libvirtd's read-write socket for the libvirt group (whom Debian's
+# libvirt-daemon-system admits through polkit), so that an unprivileged nova-compute
 # (the test cloud's runs as nova, a member) can reach it. Debian lets polkit
 # authorise that group; no polkit daemon runs here (no systemd, no system
 # bus), so the socket's group and mode are the check and auth is none:

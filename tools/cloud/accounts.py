@@ -11,8 +11,9 @@ helper keeps only the capabilities its context declares.
 
 nova's supplementary groups:
 
-* ``libvirt``: libvirtd's read-write socket (``unix_sock_group``, as Debian's
-  libvirt-daemon-system configures it; tools/setup-host.sh for host A,
+* ``libvirt``: libvirtd's read-write socket (Debian's libvirt-daemon-system
+  grants that group access through polkit; with no polkit here, the
+  socket's group: ``unix_sock_group``, tools/setup-host.sh for host A,
   computehost.py for host B);
 * ``libvirt-qemu``: the QEMU group, so that nova-compute can give the files
   clones read (frozen disks, templates) that group and keep them its own

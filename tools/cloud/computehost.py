@@ -175,10 +175,10 @@ class ComputeHost:
                             os.path.join(etc, 'nwfilter'), dirs_exist_ok=True)
         # No DMI here and the main daemon's UUID is random: a UUID of its
         # own, or both hosts would claim one.
-        # Its read-write socket for the libvirt group, as Debian's
-        # libvirt-daemon-system configures it (there with polkit; no polkit
-        # daemon runs here, and the socket's mode and group are the
-        # access check): host B's nova-compute runs as nova.
+        # Its read-write socket for the libvirt group, which Debian's
+        # libvirt-daemon-system admits through polkit; no polkit daemon
+        # runs here, so the socket's mode and group are the access check:
+        # host B's nova-compute runs as nova.
         with open(os.path.join(etc, 'libvirtd.conf'), 'w') as f:
             f.write('host_uuid = "%s"\n' % uuid.uuid4())
             f.write(LIBVIRTD_SOCKET_CONF)
