@@ -37,6 +37,7 @@ import time
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import liveimage
+from nova_live_snapshot import ownership
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import records
 
@@ -252,6 +253,9 @@ def capture(host, store, domain, name, conf, before_merge=None):
                                                  len(frozen)))
         (frozen_disk,) = frozen.values()
         qemuimg.convert(frozen_disk, writer.disk_path)
+        # libvirtd wrote the memory file as root: an unprivileged
+        # nova-compute takes it back before reading it.
+        ownership.take_back(memory_path)
         if staged:
             mem_sha, mem_size = liveimage.sha256_file(memory_path,
                                                       writer.memory_path)

@@ -14,7 +14,7 @@ __all__ = [
     'TestGuestMissing', 'NotConfigured', 'UntrustedImage', 'WrongProject',
     'FlavorMismatch', 'TemplateError', 'TemplateNoRoom',
     'TemplateDirUnsuitable', 'TemplateBuildFailed', 'TemplateUnsafe',
-    'NovaIncompatible',
+    'NovaIncompatible', 'NotInQemuGroup', 'ForeignOwner',
     'BenchmarkError',
 ]
 
@@ -176,6 +176,27 @@ class FlavorMismatch(LiveSnapshotError):
                '%(image_ram)d MiB RAM and %(image_vcpus)d vCPUs; flavor '
                '%(flavor)s has %(ram)d MiB and %(vcpus)d. A clone resumes the '
                'source machine and needs a flavor of the same size.')
+
+
+class NotInQemuGroup(LiveSnapshotError):
+    """The service's user may not give a file QEMU must read the QEMU
+    group: it is not a member of that group (:mod:`ownership`)."""
+
+    msg_fmt = ('%(user)s may not give %(path)s the group %(group)s, which '
+               'QEMU runs in: add %(user)s to that group (usermod -aG '
+               '%(group)s %(user)s) and restart the service, or set '
+               '[live_snapshot] qemu_group to the group libvirt runs QEMU '
+               'in (qemu.conf "group").')
+
+
+class ForeignOwner(LiveSnapshotError):
+    """A file the service shares with QEMU belongs to another user, and
+    the service, not being root, cannot take it back (:mod:`ownership`)."""
+
+    msg_fmt = ('%(path)s belongs to uid %(owner)s, not to %(user)s, which '
+               'runs this service: something else changed it (libvirt\'s '
+               'dynamic ownership?), so it cannot be shared with QEMU as '
+               'read-only; remove it and let the service make it again.')
 
 
 class NovaIncompatible(LiveSnapshotError):

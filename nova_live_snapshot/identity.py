@@ -58,11 +58,12 @@ import io
 import logging
 import os
 import re
-import subprocess
 import tarfile
 import tempfile
 import time
 import uuid as uuidlib
+
+from oslo_concurrency import processutils
 
 from nova_live_snapshot import exception
 from nova_live_snapshot import waiting
@@ -180,18 +181,24 @@ _HOOKS_SCRIPT = guest_script('hooks')
 HOST_KEY_TYPES = ('ed25519', 'ecdsa', 'rsa')
 
 
+#: What one ``ssh-keygen`` may use (an RSA key takes well under a second
+#: of CPU natively): a stuck or runaway one ends instead of holding a clone.
+SSH_KEYGEN_LIMITS = processutils.ProcessLimits(cpu_time=60,
+                                               address_space=1 << 30)
+
+
 def _host_key(key_type, hostname):
     """One SSH host key made on this host: ``(type, {file name: (bytes,
     mode)}, fingerprint line)``."""
     with tempfile.TemporaryDirectory(prefix='nls-ssh-') as tmp:
         name = 'ssh_host_%s_key' % key_type
         path = os.path.join(tmp, name)
-        subprocess.run(['ssh-keygen', '-q', '-t', key_type, '-N', '',
-                        '-C', 'root@%s' % hostname, '-f', path],
-                       check=True, capture_output=True)
-        fingerprint = subprocess.run(
-            ['ssh-keygen', '-lf', path + '.pub'], check=True,
-            capture_output=True, text=True).stdout.strip()
+        processutils.execute('ssh-keygen', '-q', '-t', key_type, '-N', '',
+                             '-C', 'root@%s' % hostname, '-f', path,
+                             prlimit=SSH_KEYGEN_LIMITS)
+        fingerprint, _err = processutils.execute(
+            'ssh-keygen', '-lf', path + '.pub', prlimit=SSH_KEYGEN_LIMITS)
+        fingerprint = fingerprint.strip()
         files = {}
         for suffix, mode in (('', 0o600), ('.pub', 0o644)):
             with open(path + suffix, 'rb') as f:
@@ -223,7 +230,7 @@ class Prepared:
         for future in self._keys:
             try:
                 key_type, key_files, fingerprint = future.result()
-            except (OSError, subprocess.CalledProcessError) as e:
+            except (OSError, processutils.ProcessExecutionError) as e:
                 LOG.info('Host-side SSH key generation failed (%s); the '
                          'guest makes its own', e)
                 continue

@@ -42,6 +42,7 @@ import jsonschema
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import hostkey
+from nova_live_snapshot import ownership
 from nova_live_snapshot import qemuimg
 from nova_live_snapshot import records
 from nova_live_snapshot import saveimage
@@ -456,11 +457,17 @@ class ImageStore:
             return None
 
     def share_with_qemu(self, path, mode):
-        """Give the QEMU group ``mode`` on ``path``; owner-only otherwise."""
+        """Give the QEMU group ``mode`` on ``path``, which stays the
+        service user's (:mod:`ownership`); owner-only when QEMU runs as
+        root.
+
+        :raises NotInQemuGroup: the service's user is not in the QEMU group.
+        """
         if self.qemu_gid is None:
+            ownership.give_to_service(path)
             os.chmod(path, mode & 0o700)
             return
-        os.chown(path, -1, self.qemu_gid)
+        ownership.give_to_service(path, self.qemu_gid)
         os.chmod(path, mode)
 
     def write_manifest(self, path, data):
@@ -481,10 +488,15 @@ class ImageStore:
                 os.fsync(f.fileno())
 
     def share_read_only(self, path):
-        """Let QEMU read ``path`` and nobody but root write it: owned by
-        root, mode 0440 with the QEMU group (0400 when QEMU runs as root).
-        Nothing QEMU may write is ever shared between domains."""
-        os.chown(path, 0, self.qemu_gid if self.qemu_gid is not None else 0)
+        """Let QEMU read ``path`` and no QEMU write it: owned by the
+        service's user (root for the engine, ``nova`` in nova-compute: see
+        :mod:`ownership`), mode 0440 with the QEMU group (0400 when QEMU
+        runs as root). Nothing QEMU may write is ever shared between
+        domains.
+
+        :raises NotInQemuGroup: the service's user is not in the QEMU group.
+        """
+        ownership.give_to_service(path, self.qemu_gid)
         os.chmod(path, 0o440 if self.qemu_gid is not None else 0o400)
 
     def image_path(self, name):

@@ -3,18 +3,23 @@
 Files are created mode 0600 (the umask of the child is 077): overlays and
 flattened disks hold guest data. libvirt hands an overlay to the QEMU user
 when a domain starts (dynamic ownership).
+
+Every run goes through oslo.concurrency's ``processutils`` under resource
+limits, as Nova runs ``qemu-img``: :data:`UNTRUSTED_LIMITS` on files that
+came from elsewhere, :data:`LIMITS` on this host's own (a flattening copy
+may take minutes of CPU, but no ``qemu-img`` needs more than a few hundred
+MiB of address space).
 """
 
 import json
 import os
-import subprocess
 
 from oslo_concurrency import processutils
 
 from nova_live_snapshot import exception
 
 __all__ = ['create_overlay', 'convert', 'info', 'info_untrusted',
-           'UNTRUSTED_LIMITS']
+           'LIMITS', 'UNTRUSTED_LIMITS']
 
 # What qemu-img may use on a file that came from elsewhere: Nova's own
 # limits for images (nova/virt/images.py QEMU_IMG_LIMITS), since a crafted
@@ -23,14 +28,26 @@ UNTRUSTED_LIMITS = processutils.ProcessLimits(cpu_time=30,
                                               address_space=1 << 30)
 
 
+#: What qemu-img may use on this host's own files (overlays, flattening a
+#: live image's disk): no runaway allocation, and an end even if it hangs.
+LIMITS = processutils.ProcessLimits(cpu_time=1800, address_space=2 << 30)
+
+
+def _umask():
+    os.umask(0o077)
+
+
 def _run(args):
     try:
-        return subprocess.run(['qemu-img'] + args, check=True,
-                              capture_output=True, text=True,
-                              preexec_fn=lambda: os.umask(0o077)).stdout
-    except subprocess.CalledProcessError as e:
+        out, _err = processutils.execute(
+            'qemu-img', *args, prlimit=LIMITS, preexec_fn=_umask,
+            env_variables={'LC_ALL': 'C'})
+        return out
+    except processutils.ProcessExecutionError as e:
         raise exception.LiveSnapshotError(
-            'qemu-img %s failed: %s' % (args[0], e.stderr.strip())) from None
+            'qemu-img %s failed: %s' % (args[0], (e.stderr or '').strip()
+                                        or 'exit code %s (resource limit?)'
+                                        % e.exit_code)) from None
 
 
 def create_overlay(backing, path, backing_format='qcow2'):

@@ -97,6 +97,9 @@ DRIVER_NEEDS = (
         'pause, post_xml_callback)'),
     *_needs('a clone is restored into the instance directory Nova made',
             'nova.virt.libvirt.utils', 'get_instance_path(instance)'),
+    *_needs('a base file libvirt gave to the QEMU user is taken back through '
+            'Nova\'s sys_admin privsep context (virt/disks.py)',
+            'nova.privsep.path', 'chown(path, uid, gid)'),
     # The compute manager's extra endpoints: nova-compute builds its RPC
     # server from them after init_host.
     *_needs('the driver registers its RPC endpoint through the compute '

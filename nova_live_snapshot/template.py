@@ -61,6 +61,7 @@ from nova_live_snapshot import clone
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
 from nova_live_snapshot import migstream
+from nova_live_snapshot import ownership
 from nova_live_snapshot import records
 
 LOG = logging.getLogger(__name__)
@@ -513,18 +514,19 @@ class TemplateStore:
         return Template(path=final, record=record)
 
     def _lock_down(self, partial):
-        """Take the built files out of QEMU's reach: root's, the state
-        0600 (handed over as a descriptor), the RAM 0440 with the QEMU
-        group, or 0660 where clones must open it read-write (QEMU < 8.2,
-        allowed by the operator). Returns whether clones map it read-only."""
+        """Take the built files out of QEMU's reach: the service user's
+        (:mod:`ownership`; libvirt gave the RAM file to the QEMU user while
+        the template ran), the state 0600 (handed over as a descriptor),
+        the RAM 0440 with the QEMU group, or 0660 where clones must open it
+        read-write (QEMU < 8.2, allowed by the operator). Returns whether
+        clones map it read-only."""
         readonly = self.ram_readonly()
         ram = os.path.join(partial, RAM)
         if readonly:
             self.images.share_read_only(ram)
         else:
-            os.chown(ram, 0, -1)
             self.images.share_with_qemu(ram, 0o660)
-        os.chown(os.path.join(partial, STATE), 0, 0)
+        ownership.give_to_service(os.path.join(partial, STATE))
         os.chmod(os.path.join(partial, STATE), 0o600)
         return readonly
 

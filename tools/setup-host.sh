@@ -49,6 +49,25 @@ if [ -c /dev/kvm ]; then
 fi
 mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
 
+# libvirtd's read-write socket for the libvirt group (whom Debian's
+# libvirt-daemon-system admits through polkit), so that an unprivileged nova-compute
+# (the test cloud's runs as nova, a member) can reach it. Debian lets polkit
+# authorise that group; no polkit daemon runs here (no systemd, no system
+# bus), so the socket's group and mode are the check and auth is none:
+# membership of libvirt is root on the host either way. Written only where
+# the file sets none of these; takes effect when libvirtd starts.
+getent group libvirt >/dev/null || groupadd -r libvirt
+conf=/etc/libvirt/libvirtd.conf
+if ! grep -qsE '^[[:space:]]*(unix_sock_group|unix_sock_rw_perms|auth_unix_rw)[[:space:]]*=' "$conf"; then
+    mkdir -p /etc/libvirt
+    cat >>"$conf" <<'EOF'
+# tools/setup-host.sh: the read-write socket for the libvirt group.
+unix_sock_group = "libvirt"
+unix_sock_rw_perms = "0770"
+auth_unix_rw = "none"
+EOF
+fi
+
 # Debian ships the stock configuration as *.dpkg-new when the package was
 # unpacked without its configure step having run; adopt it.
 for f in /etc/libvirt/*.dpkg-new; do
@@ -86,6 +105,10 @@ for d in virtlogd libvirtd; do
     parent=$([ -n "$ppid" ] && ps -o comm= -p "$ppid" || true)
     [ "$parent" = tini ] || log "warning: $d (pid ${pid:-none}) does not run under tini; QEMU processes it starts will not be reaped: stop it and rerun this script"
 done
+sock=/var/run/libvirt/libvirt-sock
+if [ -S "$sock" ] && [ "$(stat -c %G:%a "$sock")" != libvirt:770 ]; then
+    log "note: libvirtd (started before $conf gave its socket to the libvirt group) has a $(stat -c %G:%a "$sock") socket; the test cloud's nova-compute reaches it through a relay until libvirtd is restarted"
+fi
 pid=$(pgrep -xo libvirtd || true)
 if [ -n "$pid" ] && [ "$(stat -L -c %i "/proc/$pid/ns/net")" != \
         "$(stat -L -c %i "/run/netns/$NETNS")" ]; then

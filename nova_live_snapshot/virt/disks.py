@@ -9,9 +9,14 @@ QEMU could rewrite what all the others read.
 
 :func:`protect` names each file disk's backing chain in the domain XML with
 relabelling off (:func:`nova_live_snapshot.domainxml.with_backing_chains`)
-and puts the backing files back in root's hands, read-only to everyone
-else: QEMU opens them read-only, through the "other" read bit Nova's files
-have. The chain is read with ``qemu-img`` from Nova's own files, which
+and puts the backing files back in the hands of the user nova-compute runs
+as (``nova`` in a packaged deployment, root where it runs as root), read-only
+to everyone else: QEMU opens them read-only, through the "other" read bit
+Nova's files have. A backing file libvirt already gave to the QEMU user
+(before this driver protected it) only root can take back: nova-compute
+asks Nova's own privsep context for that one ``chown``
+(``nova.privsep.path.chown``, ``[nova_sys_admin]``), never holding root
+itself. The chain is read with ``qemu-img`` from Nova's own files, which
 this host made.
 """
 
@@ -21,22 +26,36 @@ import stat
 
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import ownership
 from nova_live_snapshot import qemuimg
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['protect', 'lock_down']
+__all__ = ['protect', 'lock_down', 'privileged_chown']
 
 
 def lock_down(path):
-    """Make ``path`` root's and writable by root alone; QEMU reads it
-    through the "other" read bit (Nova's base files are 0644 anyway)."""
+    """Make ``path`` the service user's and writable by it alone; QEMU
+    reads it through the "other" read bit (Nova's base files are 0644
+    anyway). Where it belongs to someone else, root takes it back: this
+    process if it is root, Nova's privsep daemon otherwise."""
+    ownership.give_to_service(path)
     st = os.stat(path)
-    if st.st_uid != 0 or st.st_gid != 0:
-        os.chown(path, 0, 0)
     mode = stat.S_IMODE(st.st_mode) & ~0o022 | 0o004
     if mode != stat.S_IMODE(st.st_mode):
         os.chmod(path, mode)
+
+
+def privileged_chown(path, uid=-1, gid=-1):
+    """``chown`` through Nova's sys_admin privsep context (its daemon
+    starts on first use, through ``[nova_sys_admin] helper_command``); the
+    driver hands it to :func:`ownership.use_privileged_chown`."""
+    # Imported here: the engine and the unit tests never need Nova's
+    # privsep context, and importing it registers Nova's options.
+    from nova.privsep import path as privsep_path
+    LOG.info('Taking back %s from uid %d through privsep', path,
+             os.stat(path).st_uid)
+    privsep_path.chown(path, uid=uid, gid=gid)
 
 
 def _chain(path, fmt):

@@ -44,6 +44,7 @@ from oslo_log import log as logging
 from nova_live_snapshot import conf as nls_conf
 from nova_live_snapshot import domainxml
 from nova_live_snapshot import exception
+from nova_live_snapshot import ownership
 from nova_live_snapshot import protocol
 from nova_live_snapshot import selfcheck
 from nova_live_snapshot import template
@@ -63,6 +64,9 @@ class LiveSnapshotDriver(libvirt_driver.LibvirtDriver):
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi, read_only=read_only)
+        # nova-compute runs unprivileged: what libvirtd (root) writes for it
+        # comes back through Nova's privsep daemon (ownership.take_back).
+        ownership.use_privileged_chown(disks.privileged_chown)
         # Before anything else: a Nova without what this driver relies on
         # must stop nova-compute here, not half-way through a capture.
         selfcheck.check_driver(self)

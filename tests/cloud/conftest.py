@@ -240,6 +240,24 @@ def wait_ready(guest, timeout=300):
     return testbed.wait_ready(guest, timeout=timeout)
 
 
+def busybox_and_its_live_image(cli, compute, name):
+    """A busybox server of ``cli``'s on host A, ready, and a live image of
+    it: ``(server, image)``; the caller deletes both
+    (:func:`delete_server_and_image`)."""
+    server = cli('server', 'create', '--image', 'busybox-guest', '--flavor',
+                 'nls.tiny', '--network', cli.network, '--wait',
+                 '%s-source' % name)
+    wait_ready(compute.guest(server['id']))
+    image = cli('server', 'live-image', 'create', server['id'], '--name',
+                '%s-image' % name, '--wait')
+    return server, image
+
+
+def delete_server_and_image(cli, server, image):
+    cli('server', 'delete', '--wait', server['id'], parse=False)
+    cli('server', 'live-image', 'delete', image['id'], parse=False)
+
+
 class Stopwatch:
 
     def __init__(self):

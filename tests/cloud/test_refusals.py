@@ -7,23 +7,18 @@ import os
 import openstack
 import pytest
 
+from tests.cloud.conftest import busybox_and_its_live_image
 from tests.cloud.conftest import CLIError
 from tests.cloud.conftest import CLOUDS_YAML
-from tests.cloud.conftest import wait_ready
+from tests.cloud.conftest import delete_server_and_image
 
 
 @pytest.fixture(scope='module')
 def captured(demo, compute):
     """A running busybox server and a live image of it (demo's)."""
-    server = demo('server', 'create', '--image', 'busybox-guest', '--flavor',
-                  'nls.tiny', '--network', demo.network, '--wait',
-                  'refusal-source')
-    wait_ready(compute.guest(server['id']))
-    image = demo('server', 'live-image', 'create', server['id'], '--name',
-                 'refusal-image', '--wait')
+    server, image = busybox_and_its_live_image(demo, compute, 'refusal')
     yield server, image
-    demo('server', 'delete', '--wait', server['id'], parse=False)
-    demo('server', 'live-image', 'delete', image['id'], parse=False)
+    delete_server_and_image(demo, server, image)
 
 
 def _sdk(cloud):

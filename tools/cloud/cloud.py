@@ -53,6 +53,7 @@ import time
 import urllib.error
 import urllib.request
 
+import accounts
 import computehost
 import network
 
@@ -73,6 +74,20 @@ TEMPLATES = '/dev/shm/nls-cloud-templates'
 #: Host A is the machine's own libvirtd (tools/setup-host.sh); host B has
 #: one of its own (computehost.py).
 MACHINE_LIBVIRT_URI = 'qemu:///system'
+MACHINE_LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock'
+#: Where host A's nova-compute reaches the machine's libvirtd when that
+#: daemon's socket does not admit the libvirt group (host_a_libvirt_uri).
+LIBVIRT_RELAY_DIR = os.path.join(DIR, 'libvirt-relay')
+LIBVIRT_RELAY_SOCKET = os.path.join(LIBVIRT_RELAY_DIR, 'libvirt-sock')
+#: NLS_CLOUD_SHARED_HYPERVISOR=1: the machine's libvirtd runs other suites'
+#: guests too (a developer machine; never CI).
+SHARED_HYPERVISOR = os.environ.get('NLS_CLOUD_SHARED_HYPERVISOR') == '1'
+#: The user host A's nova-compute runs as. Nova's resource audit reads the
+#: disk of every domain on its libvirtd (qemu-img info, and it fails the
+#: whole audit when it cannot: InvalidDiskInfo is not among the errors it
+#: forgives), and other suites' disks are 0600, the QEMU user's: beside
+#: them only root can audit. Host B's libvirtd is the cloud's alone.
+HOST_A_USER = 'root' if SHARED_HYPERVISOR else 'nova'
 #: Every compute host as the tests see it.
 HOSTS_JSON = os.path.join(RUN, 'hosts.json')
 #: Host B's availability zone (host A is in Nova's default one, nova).
@@ -262,19 +277,24 @@ class Config:
         pw = self.pw
         common = dict(etc=ETC, data=DATA, venv=VENV,
                       transport_url=self.transport_url)
-        render('keystone.conf', os.path.join(ETC, 'keystone', 'keystone.conf'),
-               db_password=pw['db_keystone'], **common)
+        # Each service reads its files as its own user: root's, readable
+        # by the service's group (0640), as Debian installs /etc/nova.
+        accounts.readable_by(render(
+            'keystone.conf', os.path.join(ETC, 'keystone', 'keystone.conf'),
+            db_password=pw['db_keystone'], **common), 'keystone')
         for svc, template, name in (
                 ('placement', 'placement.conf', 'placement.conf'),
                 ('glance', 'glance-api.conf', 'glance-api.conf'),
                 ('neutron', 'neutron.conf', 'neutron.conf')):
-            render(template, os.path.join(ETC, svc, name),
-                   db_password=pw['db_' + svc],
-                   keystone_authtoken=keystone_authtoken(svc, pw[svc]),
-                   nova_auth=_auth_lines('neutron', pw['neutron']),
-                   **common)
-        render('ml2_conf.ini', os.path.join(ETC, 'neutron', 'plugins', 'ml2',
-                                            'ml2_conf.ini'))
+            accounts.readable_by(render(
+                template, os.path.join(ETC, svc, name),
+                db_password=pw['db_' + svc],
+                keystone_authtoken=keystone_authtoken(svc, pw[svc]),
+                nova_auth=_auth_lines('neutron', pw['neutron']),
+                **common), svc)
+        accounts.readable_by(render(
+            'ml2_conf.ini', os.path.join(ETC, 'neutron', 'plugins', 'ml2',
+                                         'ml2_conf.ini')), 'neutron')
         databases = '\n'.join([
             '[api_database]',
             'connection = %s' % self.db_url('nova', 'nova_api'),
@@ -285,27 +305,35 @@ class Config:
         # file; the second API leaves the feature at its default; each
         # compute host has its own file, with its own host, paths and
         # libvirt URI.
-        files = [('nova/nova.conf', databases, 'enabled = true', HOST_A),
-                 ('nova/nova-cpu.conf', '', 'enabled = true', HOST_A),
+        host_a = dict(HOST_A, connection_uri=host_a_libvirt_uri())
+        files = [('nova/nova.conf', databases, 'enabled = true', host_a),
+                 ('nova/nova-cpu.conf', '', 'enabled = true', host_a),
                  ('nova-default/nova.conf', databases,
-                  '# enabled: left at its default (false)', HOST_A)]
+                  '# enabled: left at its default (false)', host_a)]
         for host in self.hosts:
             files.append((compute_conf(host.name), '', 'enabled = true',
                           host.nova_values()))
         for path, dbs, switch, host_values in files:
             path = os.path.join(ETC, path)
-            render('nova.conf', path, self=path,
-                   db_password=pw['db_nova'], databases=dbs,
+            render('nova.conf', path, db_password=pw['db_nova'],
+                   databases=dbs,
                    keystone_authtoken=keystone_authtoken('nova', pw['nova']),
                    service_auth=_auth_lines('nova', pw['nova']),
                    live_snapshot_switch=switch,
+                   privsep=accounts.privsep_sections(VENV, path),
                    signing_key=pw['signing_key'], **host_values, **common)
+            accounts.readable_by(path, 'nova')
         for conf_dir in ('nova', 'nova-default'):
             nova_api_paste(os.path.join(ETC, conf_dir, 'api-paste.ini'))
 
     def nova(self, *args):
         return [os.path.join(BIN, 'nova-manage'), '--config-file',
                 os.path.join(ETC, 'nova', 'nova.conf')] + list(args)
+
+    def compute_files(self):
+        """Every nova-compute's configuration file (host A's first)."""
+        return [os.path.join(ETC, 'nova', 'nova-cpu.conf')] + [
+            os.path.join(ETC, compute_conf(h.name)) for h in self.hosts]
 
 
 #: Host A's nova-compute: the machine's hostname (Nova's default ``host``),
@@ -315,6 +343,36 @@ HOST_A = dict(host_option='# host: the machine\'s hostname (the default)',
               connection_uri=MACHINE_LIBVIRT_URI, ovsdb=network.OVSDB,
               live_snapshot_dir=os.path.join(DATA, 'live-snapshot'),
               staging=STAGING, templates=TEMPLATES)
+
+
+def libvirt_socket_admits_group(path=MACHINE_LIBVIRT_SOCKET):
+    """Whether libvirtd's read-write socket ``path`` lets the libvirt group
+    in (tools/setup-host.sh configures it so: ``unix_sock_group``, 0770,
+    no polkit), as Debian's libvirt-daemon-system does. A daemon started
+    with the stock settings has a 0777 socket whose clients polkit must
+    authorise, and there is no polkit daemon on these machines."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    try:
+        gid = accounts.grp.getgrnam(accounts.LIBVIRT_GROUP).gr_gid
+    except KeyError:
+        return False
+    return st.st_gid == gid and st.st_mode & 0o777 == 0o770
+
+
+def host_a_libvirt_uri():
+    """The URI host A's nova-compute reaches the machine's libvirtd on:
+    its own socket when the libvirt group may use it; otherwise a socket of
+    the cloud's (LIBVIRT_RELAY_SOCKET, group libvirt, 0660) that a relay
+    run as root joins to it: a machine whose libvirtd was started before
+    tools/setup-host.sh configured its socket (a running daemon is not the
+    cloud's to restart). The relay passes bytes, not file descriptors:
+    lazy restores, which pass one to QEMU, need the direct socket."""
+    if libvirt_socket_admits_group():
+        return MACHINE_LIBVIRT_URI
+    return 'qemu:///system?socket=%s' % LIBVIRT_RELAY_SOCKET
 
 
 def compute_conf(host_name):
@@ -330,7 +388,8 @@ def host_a_description():
             'image_dir': os.path.join(live, 'images'),
             'cache_dir': os.path.join(live, 'cache'), 'staging': STAGING,
             'log': os.path.join(LOGS, 'nova-compute.log'),
-            'service': 'nova-compute', 'zone': 'nova',
+            'service': 'nova-compute', 'zone': 'nova', 'user': HOST_A_USER,
+            'shared_hypervisor': SHARED_HYPERVISOR,
             'netns': '/run/netns/%s' % network.NETNS}
 
 
@@ -341,10 +400,13 @@ class Service:
     session of its own, its PID recorded, its output in logs/<name>.log."""
 
     def __init__(self, name, argv, env=None, port=None, stop_timeout=30,
-                 before_stop=None):
+                 before_stop=None, user=None):
         """:param before_stop: called before the service is stopped while
-            it runs (host B's libvirtd destroys its domains first)."""
+            it runs (host B's libvirtd destroys its domains first).
+        :param user: the service account it runs as (accounts.py), with
+            that user's groups and home, nothing of root; None: as root."""
         self.before_stop = before_stop
+        self.user = user
         self.name = name
         self.argv = argv
         self.env = env
@@ -361,13 +423,22 @@ class Service:
             raise CloudError('port %d, which %s needs, is already in use'
                              % (self.port, self.name))
         env = dict(os.environ, **(self.env or {}))
+        identity = {}
+        if self.user is not None:
+            uid, gid, groups = accounts.ids(self.user)
+            identity = dict(user=uid, group=gid, extra_groups=groups,
+                            cwd='/')
+            home = os.path.expanduser('~' + self.user)
+            env.update(HOME=home, USER=self.user, LOGNAME=self.user)
         with open(os.path.join(LOGS, self.name + '.log'), 'ab') as out:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                **identity)
         with open(self.pid_file, 'w') as f:
             f.write('%d\n' % self.proc.pid)
-        log('started %s (pid %d)', self.name, self.proc.pid)
+        log('started %s (pid %d%s)', self.name, self.proc.pid,
+            ', as %s' % self.user if self.user else '')
 
     def check_running(self):
         if self.proc is not None and self.proc.poll() is not None:
@@ -432,11 +503,11 @@ def _port_open(port):
         return s.connect_ex(('127.0.0.1', port)) == 0
 
 
-def wsgi(name, port, app, config_env, workers=1, threads=4):
+def wsgi(name, port, app, config_env, workers=1, threads=4, user=None):
     return Service(name, [os.path.join(BIN, 'python'),
                           os.path.join(TOOLS, 'wsgi_server.py'),
                           name, app, str(port), str(workers), str(threads)],
-                   env=config_env, port=port)
+                   env=config_env, port=port, user=user)
 
 
 class MariaDB(Service):
@@ -540,6 +611,8 @@ class Cloud:
         return service
 
     def build(self):
+        with self.step('accounts'):
+            self.prepare_accounts()
         with self.step('database and queue'):
             self.start_backends()
         self.host_b.prepare()
@@ -569,6 +642,26 @@ class Cloud:
                  'B': dict(self.host_b.description(), zone=HOST_B_ZONE)}
         with open(HOSTS_JSON, 'w') as f:
             json.dump(hosts, f, indent=2)
+
+    def prepare_accounts(self):
+        """The service users (accounts.py), their way to the interpreter,
+        nova's sudoers rules for this cloud's privsep helpers, and the
+        directories each service writes, its own."""
+        accounts.ensure_users(log)
+        accounts.grant_interpreter(sorted(accounts.SERVICE_ACCOUNTS), log)
+        accounts.install_sudoers(accounts.sudoers(
+            VENV, self.config.compute_files()), log)
+        for path, user in ((os.path.join(DATA, 'nova'), 'nova'),
+                           (INSTANCES, 'nova'),
+                           (HOST_A['live_snapshot_dir'], 'nova'),
+                           (STAGING, 'nova'), (TEMPLATES, 'nova'),
+                           (os.path.join(DATA, 'glance'), 'glance'),
+                           (os.path.join(DATA, 'neutron'), 'neutron')):
+            # Traversable for the QEMU user (disks, console logs) where
+            # nova's.
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            os.chmod(path, 0o711)
+            accounts.chown_tree(path, user)
 
     def start_backends(self):
         db = MariaDB()
@@ -600,8 +693,8 @@ class Cloud:
         conf = os.path.join(ETC, 'keystone', 'keystone.conf')
         manage = [os.path.join(BIN, 'keystone-manage'), '--config-file', conf]
         for what in ('fernet_setup', 'credential_setup'):
-            run(manage + [what, '--keystone-user', 'root',
-                          '--keystone-group', 'root'], 'keystone ' + what)
+            run(manage + [what, '--keystone-user', 'keystone',
+                          '--keystone-group', 'keystone'], 'keystone ' + what)
         run(manage + ['db_sync'], 'keystone db_sync')
         run(manage + ['bootstrap', '--bootstrap-password',
                       self.pw['admin'],
@@ -613,7 +706,7 @@ class Cloud:
         port, app, _, _ = APIS['keystone']
         ks = self.start(wsgi('keystone', port, app, {
             'OS_KEYSTONE_CONFIG_DIR': os.path.join(ETC, 'keystone')},
-            workers=2, threads=2))
+            workers=2, threads=2, user='keystone'))
         ks.wait_http('/v3')
 
     def admin(self):
@@ -702,10 +795,11 @@ class Cloud:
             apis.append(self.start(wsgi(
                 name + '-api' if name in ('nova', 'glance') else name,
                 port, app, {env_var: os.path.join(ETC, conf_dir)},
-                workers=2 if name == 'nova' else 1)))
+                workers=2 if name == 'nova' else 1, user=name)))
         apis.append(self.start(wsgi(
             'nova-api-default', NOVA_DEFAULT_PORT, APIS['nova'][1],
-            {'OS_NOVA_CONFIG_DIR': os.path.join(ETC, 'nova-default')})))
+            {'OS_NOVA_CONFIG_DIR': os.path.join(ETC, 'nova-default')},
+            user='nova')))
         for api in apis:
             api.wait_http()
         # neutron 29 under a WSGI server: until some query has configured
@@ -720,24 +814,33 @@ class Cloud:
 
     def start_nova_services(self):
         conf = os.path.join(ETC, 'nova', 'nova.conf')
-        for path in (INSTANCES, os.path.join(DATA, 'nova')):
-            os.makedirs(path, mode=0o711, exist_ok=True)
-            os.chmod(path, 0o711)
         cpu_conf = os.path.join(ETC, 'nova', 'nova-cpu.conf')
+        if not libvirt_socket_admits_group():
+            self.start_libvirt_relay()
+        # Now, not when ovsdb-server starts: it makes its sockets again
+        # (root's, 0750) when the OVS agent sets its manager.
+        for sock in (network.OVSDB, self.host_b.ovsdb):
+            network.share_ovsdb_socket(sock[len('unix:'):])
+        # Every Nova service as nova (accounts.py): nova-compute's root
+        # operations go through its privsep helpers, started with sudo.
         services = [Service(name, [os.path.join(BIN, 'nova-' + binary),
                                    '--config-file', conf_file],
-                            stop_timeout=60)
-                    for name, binary, conf_file in (
-                        ('nova-conductor', 'conductor', conf),
-                        ('nova-scheduler', 'scheduler', conf),
-                        ('nova-compute', 'compute', cpu_conf),
+                            stop_timeout=60, user=user)
+                    for name, binary, conf_file, user in (
+                        ('nova-conductor', 'conductor', conf, 'nova'),
+                        ('nova-scheduler', 'scheduler', conf, 'nova'),
+                        ('nova-compute', 'compute', cpu_conf,
+                         None if HOST_A_USER == 'root' else HOST_A_USER),
                         (self.host_b.description()['service'], 'compute',
-                         os.path.join(ETC, compute_conf(self.host_b.name))))]
+                         os.path.join(ETC, compute_conf(self.host_b.name)),
+                         'nova'))]
         for service in services[:2]:
             self.start(service)
-        if os.environ.get('NLS_CLOUD_SHARED_HYPERVISOR') == '1':
+        if SHARED_HYPERVISOR:
             log('NLS_CLOUD_SHARED_HYPERVISOR=1: registering nova-compute in '
-                'advance; other guests on this libvirtd are ignored')
+                'advance; other guests on this libvirtd are ignored; host '
+                'A\'s nova-compute runs as root (Nova\'s resource audit must '
+                'read their disks), host B\'s as nova')
             run([os.path.join(BIN, 'python'),
                  os.path.join(TOOLS, 'preregister_compute.py'), conf],
                 'preregister_compute.py')
@@ -791,6 +894,24 @@ class Cloud:
         log('both nova-compute services are up; their hosts carry '
             'CUSTOM_LIVE_SNAPSHOT; %s is zone %s', self.host_b.name,
             HOST_B_ZONE)
+
+    def start_libvirt_relay(self):
+        """host_a_libvirt_uri's relay: a socket of group libvirt, 0660,
+        joined by root to the machine's libvirtd."""
+        log('the machine\'s libvirtd socket does not admit the %s group '
+            '(it was started before tools/setup-host.sh configured it): '
+            'host A\'s nova-compute reaches it through %s',
+            accounts.LIBVIRT_GROUP, LIBVIRT_RELAY_SOCKET)
+        os.makedirs(LIBVIRT_RELAY_DIR, exist_ok=True)
+        os.chown(LIBVIRT_RELAY_DIR, 0,
+                 accounts.grp.getgrnam(accounts.LIBVIRT_GROUP).gr_gid)
+        os.chmod(LIBVIRT_RELAY_DIR, 0o750)
+        self.start(Service('libvirt-relay', [
+            'socat', 'UNIX-LISTEN:%s,fork,unlink-early,mode=660,group=%s'
+            % (LIBVIRT_RELAY_SOCKET, accounts.LIBVIRT_GROUP),
+            'UNIX-CONNECT:%s' % MACHINE_LIBVIRT_SOCKET]))
+        wait_for(lambda: os.path.exists(LIBVIRT_RELAY_SOCKET), 30,
+                 'the libvirt relay to listen')
 
     def load_flavors_and_images(self):
         conn = self.admin()

@@ -47,6 +47,12 @@ import network
 HOST_B = 'nls-host-b'
 #: The wire between the hosts' br-phys: (host A's end in nls-test, host B's).
 TRUNK = ('nls-trunk-a', 'nls-trunk-b')
+#: libvirtd.conf lines giving the libvirt group the read-write socket
+#: (tools/setup-host.sh writes the same for the machine's libvirtd).
+LIBVIRTD_SOCKET_CONF = '''unix_sock_group = "libvirt"
+unix_sock_rw_perms = "0770"
+auth_unix_rw = "none"
+'''
 #: Where each per-host directory is mounted inside the namespaces.
 BIND_MOUNTS = (
     ('etc/libvirt', '/etc/libvirt'),
@@ -131,6 +137,7 @@ class ComputeHost:
                 'log': os.path.join(self.ctx.LOGS,
                                     'nova-compute-%s.log' % self.name),
                 'service': 'nova-compute-%s' % self.name,
+                'user': 'nova', 'shared_hypervisor': False,
                 'netns': '/proc/%d/ns/net' % self.anchor.proc.pid
                 if self.anchor else None}
 
@@ -139,6 +146,7 @@ class ComputeHost:
     def prepare(self):
         """The per-host directories and configuration, before anything
         starts."""
+        ctx = self.ctx
         for sub, _ in BIND_MOUNTS:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         for sub in ('log/libvirt/qemu', 'lib/libvirt/qemu',
@@ -148,10 +156,17 @@ class ComputeHost:
         # Traversable for the QEMU user (disks, console logs), as the
         # cloud's own directories are.
         for path in (self.root, self.data, self.instances,
-                     os.path.join(self.data, 'nova')):
+                     os.path.join(self.data, 'nova'),
+                     os.path.join(self.data, 'live-snapshot'),
+                     self.staging, self.templates):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
         os.chmod(os.path.dirname(self.root), 0o711)
+        # What its nova-compute writes is nova's (it runs as nova).
+        for path in (self.instances, os.path.join(self.data, 'nova'),
+                     os.path.join(self.data, 'live-snapshot'),
+                     self.staging, self.templates):
+            ctx.accounts.chown_tree(path, 'nova')
         # The machine's nwfilters (Nova's libvirt driver uses none, libvirtd
         # loads them), never its domain or network definitions.
         etc = os.path.join(self.root, 'etc', 'libvirt')
@@ -160,8 +175,13 @@ class ComputeHost:
                             os.path.join(etc, 'nwfilter'), dirs_exist_ok=True)
         # No DMI here and the main daemon's UUID is random: a UUID of its
         # own, or both hosts would claim one.
+        # Its read-write socket for the libvirt group, which Debian's
+        # libvirt-daemon-system admits through polkit; no polkit daemon
+        # runs here, so the socket's mode and group are the access check:
+        # host B's nova-compute runs as nova.
         with open(os.path.join(etc, 'libvirtd.conf'), 'w') as f:
             f.write('host_uuid = "%s"\n' % uuid.uuid4())
+            f.write(LIBVIRTD_SOCKET_CONF)
         with open(os.path.join(self.root, 'etc', 'hosts'), 'w') as f:
             f.write('127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' % self.name)
         # The mount point must exist in the machine's namespace.

@@ -107,6 +107,12 @@ class Backend:
             path = self.conf(name)
             ctx.render(name, path, ovsdb=OVSDB,
                        privsep=privsep_sections(ctx.VENV, [neutron, path]))
+            # The agents still run as root: their locks apart from
+            # neutron-server's (which runs as neutron), which could not
+            # open a lock file root made.
+            with open(path, 'a') as f:
+                f.write('\n[oslo_concurrency]\nlock_path = %s\n'
+                        % os.path.join(ctx.DATA, 'neutron-agents', 'locks'))
 
     def service(self, name, argv, netns=True, **kw):
         return self.ctx.Service(name, in_netns(argv) if netns else argv,
@@ -122,7 +128,8 @@ class Backend:
         start(self.service('neutron-rpc-server', [
             os.path.join(ctx.BIN, 'neutron-rpc-server'), '--config-file',
             self.conf('neutron.conf'), '--config-file',
-            self.conf('plugins/ml2/ml2_conf.ini')], netns=False))
+            self.conf('plugins/ml2/ml2_conf.ini')], netns=False,
+            user='neutron'))
         if not os.path.exists('/run/netns/%s' % NETNS):
             raise ctx.CloudError('network namespace %s is missing (run '
                                  'tools/setup-host.sh)' % NETNS)
@@ -204,6 +211,24 @@ class Backend:
                     remote_ip_prefix=cidr)
             self.ctx.log('network %s (%s) for project %s',
                          network_name(project), cidr, project)
+
+
+#: The group that may use an OVS database socket: nova-compute's os-vif
+#: adds ports through it, unprivileged.
+OVSDB_GROUP = 'nova'
+
+
+def share_ovsdb_socket(path):
+    """ovsdb-server makes its unix socket root's, 0750 (connecting takes
+    write permission), and makes it again when its remotes change (the OVS
+    agent setting a manager): give OVSDB_GROUP read-write on it once the
+    agents run. Distributions
+    reach OVS over ``tcp:127.0.0.1:6640`` instead; host B's switch is in a
+    network namespace of its own, where the host's loopback is not, and
+    its socket is the one way in."""
+    import grp
+    os.chown(path, 0, grp.getgrnam(OVSDB_GROUP).gr_gid)
+    os.chmod(path, 0o770)
 
 
 def bridge_exists():
