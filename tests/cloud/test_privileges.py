@@ -5,7 +5,7 @@ in privsep daemons that hold exactly the capabilities their context
 declares, started through sudo and the cloud's narrow sudoers rule.
 
 Read from ``/proc/<pid>/status`` of the processes the cloud's supervisor
-recorded (``run/ready.json``), their workers, and every ``privsep-helper``
+runs now (their pid files in ``run/``), their workers, and every ``privsep-helper``
 started with a nova-compute's configuration file. A capture on host A and a
 server on host B make sure each host's nova-compute has used privsep: the
 capture takes libvirtd's memory file back through Nova's sys_admin context,
@@ -14,7 +14,6 @@ and plugging a port goes through os-vif's.
 
 import grp
 import importlib
-import json
 import os
 import pwd
 import warnings
@@ -28,7 +27,7 @@ from tests.cloud.conftest import delete_server_and_image
 from tests.cloud.conftest import hosts
 from tests.cloud.conftest import wait_ready
 
-READY = os.path.join(CLOUD_DIR, 'run', 'ready.json')
+RUN = os.path.join(CLOUD_DIR, 'run')
 ETC = os.path.join(CLOUD_DIR, 'etc')
 #: service name in the cloud: the user it must run as
 UNPRIVILEGED = {
@@ -38,6 +37,16 @@ UNPRIVILEGED = {
     'glance-api': 'glance', 'neutron': 'neutron',
     'neutron-rpc-server': 'neutron',
 }
+
+
+def service_pid(service):
+    """The PID the cloud's supervisor has for ``service`` now: its pid file,
+    rewritten whenever the service is restarted (the scenarios before this
+    file restart nova-compute and agents), not the one recorded at start."""
+    with open(os.path.join(RUN, service + '.pid')) as f:
+        pid = int(f.read())
+    assert os.path.exists('/proc/%d' % pid), (service, pid)
+    return pid
 
 
 def status(pid):
@@ -152,8 +161,6 @@ def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
     """Both nova-compute services and all their processes: nova's uid and
     gid (real, effective, saved, filesystem), no capability, and the
     groups that reach libvirtd and share files with QEMU."""
-    with open(READY) as f:
-        pids = json.load(f)['pids']
     nova = pwd.getpwnam('nova')
     checked = set()
     for which, desc in hosts().items():
@@ -166,7 +173,7 @@ def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
                           'suites\' guests: not checked' % (which,
                                                             desc['user']))
             continue
-        pid = pids[desc['service']]
+        pid = service_pid(desc['service'])
         checked.add(which)
         for p in descendants(pid):
             if any(a.endswith('/privsep-helper') for a in cmdline(p)[:3]):
@@ -182,10 +189,8 @@ def test_nova_compute_of_both_hosts_runs_as_nova_with_no_capability(
 def test_every_other_service_runs_as_its_own_user(cloud_ready):
     """The APIs (and their WSGI workers), the conductor, the scheduler and
     neutron's RPC server run as the users Debian's packages give them."""
-    with open(READY) as f:
-        pids = json.load(f)['pids']
     for service, user in UNPRIVILEGED.items():
-        for p in descendants(pids[service]):
+        for p in descendants(service_pid(service)):
             assert_unprivileged(p, user, '%s pid %d' % (service, p))
 
 
