@@ -269,9 +269,10 @@ class _Batch:
     A step's standard output is its answer (an interface name, the DHCP
     client it stopped, fingerprints) and is read as data; its standard
     error is kept apart, after a second marker, and only ever shown in a
-    failed step's detail. Merged, a stray message (``kill`` finding a
-    process already gone) became the first line of an answer: the DHCP
-    client's name, so no client was started and the clone never leased.
+    failed step's detail. Merged, a stray message (the shell failing to
+    open ``/proc/PID/stat`` of a process that had just ended) became the
+    first line of an answer: the DHCP client's name, so no client was
+    started and the clone never leased.
     """
 
     def __init__(self):
@@ -587,23 +588,22 @@ class _Steps:
                 stop = dataclasses.replace(stop, status=Status.FAILED, detail=(
                     'it named no DHCP client this step knows: %r'
                     % client[:80]))
-        network = None
         failed = self.failed()
         stop_failed = stop is not None and stop.status == Status.FAILED
         if failed or stop_failed:
             # A client that was not seen to end may still hold the
             # source's lease: the link stays down for it too.
-            network = StepReport('network', Status.FAILED, (
-                'link left down: %s failed' % ', '.join(failed)))
             if stop_failed:
-                network = dataclasses.replace(network, detail=(
-                    'stopping the DHCP client, link left down: %s'
-                    % stop.detail))
+                detail = ('stopping the DHCP client, link left down: %s'
+                          % stop.detail)
                 failed = failed + ['network']
-            self.keep(network)
+            else:
+                detail = 'link left down: %s failed' % ', '.join(failed)
+            self.keep(StepReport('network', Status.FAILED, detail))
             self.record('hooks', Status.SKIPPED, 'not run: %s failed'
                         % ', '.join(failed))
             return
+        network = None
         try:
             set_link_up()
         except exception.LiveSnapshotError as e:
