@@ -40,7 +40,7 @@ from nova_live_snapshot import restore as restore_mod
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Clone', 'CloneManager', 'check_host', 'host_reasons',
-           'version_tuple', 'prepare_domain']
+           'prepare_domain']
 
 CLONE_RECORD = 'clone.json'
 
@@ -73,10 +73,6 @@ class Clone:
         return dataclasses.asdict(self)
 
 
-# Where the lazy templates (template.py) compare versions.
-version_tuple = restore_mod.version_tuple
-
-
 def host_reasons(host, arch, machine, qemu_version):
     """Why this host's QEMU cannot resume an image captured on ``arch``,
     ``machine`` and ``qemu_version``; empty when it can."""
@@ -87,7 +83,7 @@ def host_reasons(host, arch, machine, qemu_version):
         reasons.append("this host's QEMU has no machine type %s" % machine)
     here = host.qemu_version()
     # QEMU loads migration streams from older versions, not from newer ones.
-    if version_tuple(here) < version_tuple(qemu_version):
+    if restore_mod.version_tuple(here) < restore_mod.version_tuple(qemu_version):
         reasons.append('it was captured with QEMU %s, this host has the older '
                        'QEMU %s' % (qemu_version, here))
     return reasons

@@ -63,6 +63,7 @@ from nova_live_snapshot import exception
 from nova_live_snapshot import migstream
 from nova_live_snapshot import ownership
 from nova_live_snapshot import records
+from nova_live_snapshot import restore as restore_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class TemplateStore:
     def ram_readonly(self):
         """Whether this host's QEMU maps a read-only file privately and
         writable (``rom=off``, QEMU 8.2)."""
-        return clone.version_tuple(self.host.qemu_version()) >= (8, 2, 0)
+        return restore_mod.version_tuple(self.host.qemu_version()) >= (8, 2, 0)
 
     def _check_safe(self, source):
         if not self.allow_writable and not self.ram_readonly():

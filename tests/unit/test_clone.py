@@ -3,6 +3,7 @@ QEMU can resume an image (the restore itself: test_restore.py).
 """
 
 from nova_live_snapshot import clone
+from nova_live_snapshot import restore
 
 
 class QemuHost:
@@ -20,8 +21,8 @@ class QemuHost:
 
 
 def test_versions_compare_as_numbers():
-    assert clone.version_tuple('7.10.0') > clone.version_tuple('7.2.22')
-    assert clone.version_tuple('10.0.2') > clone.version_tuple('9.2.0')
+    assert restore.version_tuple('7.10.0') > restore.version_tuple('7.2.22')
+    assert restore.version_tuple('10.0.2') > restore.version_tuple('9.2.0')
 
 
 def test_a_host_that_can_resume_the_image_has_no_reason():
